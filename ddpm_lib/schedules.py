@@ -1,0 +1,141 @@
+"""Noise schedules β_1..β_T and every quantity derived from them.
+
+Chapter 01 (``notebooks/01_forward_process``) derives these quantities; chapter 03 derives the
+posterior ones (eq. ``posterior-mean``/``posterior-variance``).  Everything is computed in float64;
+:func:`extract` hands out entries in the dtype of the tensor they will be combined with.
+
+Index convention: the entry at index ``t`` (0-based, ``0..T-1``) belongs to the paper's step t+1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "linear_beta_schedule",
+    "cosine_beta_schedule",
+    "sigmoid_beta_schedule",
+    "NoiseSchedule",
+    "extract",
+]
+
+
+def _check_T(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive int, got {T!r}")
+    return T
+
+
+def linear_beta_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """β_t evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020, §4; chapter 01).
+
+    Same as diffusers' ``beta_schedule="linear"``.
+    """
+    _check_T(T)
+    if not (0.0 < beta_start < 1.0 and 0.0 < beta_end < 1.0):
+        raise ValueError(f"beta_start and beta_end must lie in (0, 1), got {beta_start!r}, {beta_end!r}")
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def _betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor, max_beta: float) -> torch.Tensor:
+    """β_t = 1 - ᾱ_t / ᾱ_{t-1}, clipped at ``max_beta`` (improved DDPM, eq. 17)."""
+    betas = 1.0 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(min=0.0, max=max_beta)
+
+
+def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """ᾱ(t) = cos²(((t/T + s)/(1 + s)) π/2), β clipped at 0.999 (Nichol & Dhariwal 2021, eq. 17).
+
+    Equal to diffusers' ``beta_schedule="squaredcos_cap_v2"``.
+    """
+    _check_T(T)
+    if s < 0:
+        raise ValueError(f"s must be >= 0, got {s!r}")
+    x = torch.arange(T + 1, dtype=torch.float64) / T
+    alphas_cumprod = torch.cos((x + s) / (1 + s) * math.pi / 2) ** 2
+    return _betas_from_alphas_cumprod(alphas_cumprod, max_beta)
+
+
+def sigmoid_beta_schedule(
+    T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
+) -> torch.Tensor:
+    """ᾱ(t) follows a reversed, rescaled sigmoid (Jabri et al. 2022; lucidrains' ``sigmoid_beta_schedule``)."""
+    _check_T(T)
+    if not end > start:
+        raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau!r}")
+    x = torch.arange(T + 1, dtype=torch.float64) / T
+    v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
+    v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+    alphas_cumprod = (-torch.sigmoid((x * (end - start) + start) / tau) + v_end) / (v_end - v_start)
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    return _betas_from_alphas_cumprod(alphas_cumprod, max_beta)
+
+
+class NoiseSchedule:
+    """All the per-step constants of a diffusion with variances ``betas`` (shape (T,)).
+
+    Attributes (float64 tensors of shape (T,), index t = paper's step t+1):
+
+    - ``betas`` β_t, ``alphas`` α_t = 1 - β_t, ``alphas_cumprod`` ᾱ_t = Π α_s (chapter 01, eq. ``q-xt-x0``),
+      ``alphas_cumprod_prev`` ᾱ_{t-1} with ᾱ_0 = 1;
+    - ``sqrt_alphas_cumprod`` √ᾱ_t, ``sqrt_one_minus_alphas_cumprod`` √(1-ᾱ_t),
+      ``sqrt_recip_alphas_cumprod`` 1/√ᾱ_t, ``sqrt_recipm1_alphas_cumprod`` √(1/ᾱ_t - 1)
+      (chapter 04, eq. ``x0-from-eps``);
+    - ``posterior_variance`` β̃_t = β_t (1-ᾱ_{t-1})/(1-ᾱ_t) and ``posterior_log_variance_clipped``
+      (log β̃ with the first entry, which is 0, replaced by the second), ``posterior_mean_coef1``
+      β_t √ᾱ_{t-1}/(1-ᾱ_t) (multiplies x_0) and ``posterior_mean_coef2`` (1-ᾱ_{t-1}) √α_t/(1-ᾱ_t)
+      (multiplies x_t) (chapter 03, eqs. ``posterior-mean``, ``posterior-variance``);
+    - ``snr`` ᾱ_t / (1-ᾱ_t).
+    """
+
+    def __init__(self, betas: torch.Tensor):
+        if not isinstance(betas, torch.Tensor):
+            betas = torch.as_tensor(betas)
+        if betas.ndim != 1 or betas.numel() == 0:
+            raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+        betas = betas.detach().to(device="cpu", dtype=torch.float64)
+        if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas >= 1).any():
+            raise ValueError(
+                f"betas must all lie in the open interval (0, 1), got min {betas.min().item():.3g}, max {betas.max().item():.3g}"
+            )
+        self.T = int(betas.numel())
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
+        self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1.0).sqrt()
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        # β̃ at the first step is 0; its log is clipped to the next value (as in Ho et al.'s code).
+        second = self.posterior_variance[1:2] if self.T > 1 else self.betas[:1]
+        self.posterior_log_variance_clipped = torch.log(torch.cat([second, self.posterior_variance[1:]]))
+        self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1.0 - self.alphas_cumprod)
+        self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+        return cls(linear_beta_schedule(T, beta_start, beta_end))
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008) -> "NoiseSchedule":
+        return cls(cosine_beta_schedule(T, s))
+
+    @classmethod
+    def sigmoid(cls, T: int = 1000, **kwargs) -> "NoiseSchedule":
+        return cls(sigmoid_beta_schedule(T, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule(T={self.T}, beta_1={self.betas[0].item():.3g}, beta_T={self.betas[-1].item():.3g})"
+
+
+def extract(a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``a[t]`` reshaped to (B, 1, ..., 1) so it broadcasts against ``x``, in ``x``'s dtype and device."""
+    out = a.to(x.device)[t.to(x.device)]
+    return out.to(x.dtype).reshape(t.shape[0], *((1,) * (x.ndim - 1)))
