@@ -1,0 +1,667 @@
+"""Chapter 02 (``notebooks/02_elbo``): the evidence lower bound, derived in SymPy and checked exactly
+on one-dimensional Gaussian data.
+
+The first half holds the SymPy derivations (each step checked with ``simplify(lhs - rhs) == 0``,
+``AssertionError`` naming the step if it fails; verified results are returned). The second half holds
+float64 torch helpers for the example where everything is exact: data x_0 ~ N(μ_0, s_0²) diffused by
+DDPM's forward process. Then q(x_t) = N(√ᾱ_t μ_0, ᾱ_t s_0² + 1 - ᾱ_t), the true reverse conditional
+q(x_{t-1} | x_t) is Gaussian, so the best Gaussian reverse process p(x_{t-1} | x_t) is known in
+closed form, the model's marginal p(x_0) is Gaussian (exact log-likelihood) and every term of
+L = L_T + Σ_{t=2}^T L_{t-1} + L_0 is a closed-form expectation of Gaussian quantities.
+
+Equation labels refer to chapter 02: ``eq-reverse-chain``, ``eq-marginal-likelihood``,
+``eq-elbo-jensen``, ``eq-elbo-gap``, ``eq-elbo-first-form``, ``eq-markov-bayes``,
+``eq-telescoping``, ``eq-elbo-terms``, ``eq-kl-gaussians-1d``, ``eq-gaussian-data-marginal``,
+``eq-true-reverse``, ``eq-optimal-variance-limits``, ``eq-model-marginal``.
+
+Index convention of the numeric helpers: arrays of length T+1 are indexed by the paper's time
+0..T (index 0 is the data); arrays of length T describing step t (paper t = 1..T) sit at index t-1,
+which is the code's timestep index of :class:`ddpm_lib.NoiseSchedule`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+import sympy as sp
+import torch
+from sympy.stats import E, Normal, covariance, variance
+
+from .forward import ALPHA, ALPHABAR_PREV, X0, X_PREV, X_T, assert_equal, sum_of_independent_gaussians
+
+__all__ = [
+    # SymPy
+    "gaussian_kl_1d",
+    "log_concavity",
+    "one_step_elbo_gap",
+    "markov_bayes_step",
+    "telescoped_log_q",
+    "elbo_forms_pointwise",
+    "gaussian_data_marginal",
+    "true_reverse_gaussian",
+    # numerics
+    "GaussianReverseProcess",
+    "data_marginals",
+    "true_reverse_process",
+    "model_marginals",
+    "exact_log_likelihood",
+    "elbo_terms",
+    "elbo",
+    "data_expectation",
+    "elbo_gap_kl",
+    "sample_trajectories",
+    "first_form_terms",
+    "second_form_terms",
+    "consistency_as_kl",
+]
+
+
+def _log_normal_pdf(x, mean, var):
+    """log N(x; mean, var) as a SymPy expression."""
+    return -sp.log(2 * sp.pi * var) / 2 - (x - mean) ** 2 / (2 * var)
+
+
+def _quadratic_part(x, mean, var):
+    return -((x - mean) ** 2) / (2 * var)
+
+
+def _assert_same_log_density(lhs: list, rhs: list, step: str):
+    """Check Σ log N(lhs) = Σ log N(rhs) for lists of (x, mean, var) triples.
+
+    The exponents (rational functions) are compared with ``simplify`` and the normalising constants
+    through the products of the variances, which avoids logarithms of differences like log(1 - α).
+    """
+    q_l = sum(_quadratic_part(*term) for term in lhs)
+    q_r = sum(_quadratic_part(*term) for term in rhs)
+    assert_equal(sp.cancel(sp.together(q_l - q_r)), sp.Integer(0), f"{step}: exponents")
+    v_l = sp.Mul(*(term[2] for term in lhs))
+    v_r = sp.Mul(*(term[2] for term in rhs))
+    if len(lhs) != len(rhs):
+        raise AssertionError(f"step '{step}' failed: {len(lhs)} Gaussian factors on the left, {len(rhs)} on the right")
+    assert_equal(sp.cancel(sp.together(v_l / v_r)), sp.Integer(1), f"{step}: normalising constants")
+
+
+# =====================================================================================================
+# SymPy derivations
+# =====================================================================================================
+class GaussianKL(NamedTuple):
+    kl: sp.Expr
+    m1: sp.Symbol
+    v1: sp.Symbol
+    m2: sp.Symbol
+    v2: sp.Symbol
+
+
+def gaussian_kl_1d() -> GaussianKL:
+    """KL(N(m1, v1) ‖ N(m2, v2)) = ½ (log(v2/v1) + (v1 + (m1 - m2)²)/v2 - 1) (chapter 02,
+    eq. ``eq-kl-gaussians-1d``; chapter 03 derives the same formula, eq. ``eq-gauss-kl``).
+
+    Derived as E_{x~N(m1, v1)}[log N(x; m1, v1) - log N(x; m2, v2)]; only the first two moments of x
+    enter, because the log-densities are quadratic in x.
+    """
+    m1, m2 = sp.symbols("m_1 m_2", real=True)
+    v1, v2 = sp.symbols("v_1 v_2", positive=True)
+    x = Normal("x", m1, sp.sqrt(v1))
+    kl = E(_log_normal_pdf(x, m1, v1) - _log_normal_pdf(x, m2, v2))
+    closed = (sp.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1) / 2
+    assert_equal(sp.expand_log(kl, force=True), sp.expand_log(closed, force=True), "KL between 1-D Gaussians")
+    assert_equal(closed.subs({m2: m1, v2: v1}), sp.Integer(0), "KL(q || q) = 0")
+    return GaussianKL(kl=closed, m1=m1, v1=v1, m2=m2, v2=v2)
+
+
+def log_concavity() -> sp.Expr:
+    """d²/dy² log y = -1/y² < 0: log is concave, the premise of Jensen's inequality
+    log E[Y] ≥ E[log Y] used in chapter 02, eq. ``eq-elbo-jensen``."""
+    y = sp.Symbol("y", positive=True)
+    second = assert_equal(sp.diff(sp.log(y), y, 2), -1 / y**2, "d^2/dy^2 log y = -1/y^2")
+    if not second.is_negative:
+        raise AssertionError("step 'log is concave' failed: -1/y^2 is not negative for y > 0")
+    return second
+
+
+class OneStepGap(NamedTuple):
+    log_px0: sp.Expr  # log p(x_0) of the one-step model
+    elbo: sp.Expr  # E_{q(x_1|x_0)}[log p(x_0, x_1) - log q(x_1|x_0)]
+    gap: sp.Expr  # log p(x_0) - ELBO = KL(q(x_1|x_0) ‖ p(x_1|x_0))
+    posterior_mean: sp.Expr  # of p(x_1 | x_0)
+    posterior_variance: sp.Expr
+    a: sp.Symbol
+    b: sp.Symbol
+    s2: sp.Symbol
+
+
+def one_step_elbo_gap() -> OneStepGap:
+    """The ELBO of a one-step (T = 1) Gaussian model, exactly (chapter 02, eqs.
+    ``eq-marginal-likelihood``, ``eq-elbo-jensen``, ``eq-elbo-gap``).
+
+    Model: p(x_1) = N(0, 1), p(x_0 | x_1) = N(a x_1 + b, s²); forward q(x_1 | x_0) = N(√α x_0, 1 - α).
+    Then p(x_0) = N(b, a² + s²) (a sum of independent Gaussians), p(x_1 | x_0) follows from Bayes, and
+    log p(x_0) - ELBO equals KL(q(x_1 | x_0) ‖ p(x_1 | x_0)) ≥ 0: the Jensen gap is this KL.
+    """
+    a, b = sp.symbols("a b", real=True)
+    s2 = sp.Symbol("s2", positive=True)
+    x1 = sp.Symbol("x_1", real=True)
+    # p(x_0) = N(b, a² + s²): x_0 = a x_1 + b + s z with x_1, z independent standard normals
+    z1, z = Normal("x_1_rv", 0, 1), Normal("z", 0, 1)
+    x0_rv = a * z1 + b + sp.sqrt(s2) * z
+    assert_equal(E(x0_rv), b, "E[x_0] under p")
+    assert_equal(variance(x0_rv), a**2 + s2, "Var[x_0] under p")
+    sum_of_independent_gaussians()  # ... and x_0 is Gaussian
+    log_px0 = _log_normal_pdf(X0, b, a**2 + s2)
+    # Bayes: p(x_1 | x_0) = p(x_0 | x_1) p(x_1) / p(x_0) is Gaussian with these moments
+    post_var = s2 / (a**2 + s2)
+    post_mean = a * (X0 - b) / (a**2 + s2)
+    _assert_same_log_density(
+        [(X0, a * x1 + b, s2), (x1, 0, 1)], [(x1, post_mean, post_var), (X0, b, a**2 + s2)], "Bayes for p(x_1 | x_0)"
+    )
+    # ELBO = E_{x_1 ~ q(x_1|x_0)}[log p(x_0|x_1) + log p(x_1) - log q(x_1|x_0)]
+    q_mean, q_var = sp.sqrt(ALPHA) * X0, 1 - ALPHA
+    x1_q = Normal("x_1_q", q_mean, sp.sqrt(q_var))
+    elbo = E(_log_normal_pdf(X0, a * x1_q + b, s2) + _log_normal_pdf(x1_q, 0, 1) - _log_normal_pdf(x1_q, q_mean, q_var))
+    kl = gaussian_kl_1d()
+    gap_kl = kl.kl.subs({kl.m1: q_mean, kl.v1: q_var, kl.m2: post_mean, kl.v2: post_var})
+    gap = sp.expand(sp.expand_log(log_px0 - elbo, force=True))
+    assert_equal(gap, sp.expand(sp.expand_log(gap_kl, force=True)), "log p(x_0) - ELBO = KL(q(x_1|x_0) || p(x_1|x_0))")
+    return OneStepGap(
+        log_px0=log_px0, elbo=elbo, gap=gap_kl, posterior_mean=post_mean, posterior_variance=post_var, a=a, b=b, s2=s2
+    )
+
+
+class PosteriorQ(NamedTuple):
+    coef_x0: sp.Expr  # √ᾱ_{t-1} β_t / (1 - ᾱ_t)
+    coef_xt: sp.Expr  # √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)
+    variance: sp.Expr  # (1 - ᾱ_{t-1}) β_t / (1 - ᾱ_t)
+
+
+def _posterior_coefficients(alpha, alphabar_prev):
+    alphabar = alpha * alphabar_prev
+    return (
+        sp.sqrt(alphabar_prev) * (1 - alpha) / (1 - alphabar),
+        sp.sqrt(alpha) * (1 - alphabar_prev) / (1 - alphabar),
+        (1 - alphabar_prev) * (1 - alpha) / (1 - alphabar),
+    )
+
+
+def markov_bayes_step() -> PosteriorQ:
+    """q(x_t | x_{t-1}) = q(x_t | x_{t-1}, x_0) = q(x_{t-1} | x_t, x_0) q(x_t | x_0) / q(x_{t-1} | x_0)
+    with Gaussian densities (chapter 02, eq. ``eq-markov-bayes``).
+
+    The first equality is the Markov property; the second is Bayes' rule. It holds with
+    q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t) of chapter 03 (eqs. ``eq-posterior-mean``,
+    ``eq-posterior-variance``), checked here as an identity between the products of densities.
+    Returns the coefficients in terms of ``alpha_t`` and ``alphabar_tm1``.
+    """
+    r, g = sp.symbols("r g", positive=True)  # r = √α_t, g = √ᾱ_{t-1}: no square roots left
+    c0, ct, var = _posterior_coefficients(r**2, g**2)
+    c0, ct = c0.subs(sp.sqrt(g**2), g), ct.subs(sp.sqrt(r**2), r)
+    post_mean = c0 * X0 + ct * X_T
+    _assert_same_log_density(
+        [(X_T, r * X_PREV, 1 - r**2), (X_PREV, g * X0, 1 - g**2)],
+        [(X_PREV, post_mean, var), (X_T, r * g * X0, 1 - r**2 * g**2)],
+        "q(x_t|x_{t-1}) q(x_{t-1}|x_0) = q(x_{t-1}|x_t,x_0) q(x_t|x_0)",
+    )
+    return PosteriorQ(*_posterior_coefficients(ALPHA, ALPHABAR_PREV))
+
+
+class TelescopedLogQ(NamedTuple):
+    chain: sp.Expr  # Σ_t log q(x_t | x_{t-1})
+    telescoped: sp.Expr  # log q(x_T | x_0) + Σ_{t≥2} log q(x_{t-1} | x_t, x_0)
+    roots: tuple  # r_t = √α_t
+    xs: tuple  # x_0..x_T
+
+
+def telescoped_log_q(T: int = 3) -> TelescopedLogQ:
+    """log q(x_{1:T} | x_0) = log q(x_T | x_0) + Σ_{t=2}^T log q(x_{t-1} | x_t, x_0) for Gaussian
+    densities with T independent symbolic α_t (chapter 02, eq. ``eq-telescoping``).
+
+    Replacing every q(x_t | x_{t-1}) with t ≥ 2 by eq. ``eq-markov-bayes`` makes the ratios
+    q(x_t | x_0)/q(x_{t-1} | x_0) telescope to q(x_T | x_0)/q(x_1 | x_0).
+    """
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive int, got {T!r}")
+    r = sp.symbols(f"r_1:{T + 1}", positive=True)
+    xs = sp.symbols(f"x_0:{T + 1}", real=True)
+    abar_root = [sp.Integer(1)]  # √ᾱ_t, t = 0..T
+    for rt in r:
+        abar_root.append(abar_root[-1] * rt)
+    lhs = [(xs[t], r[t - 1] * xs[t - 1], 1 - r[t - 1] ** 2) for t in range(1, T + 1)]
+    rhs = [(xs[T], abar_root[T] * xs[0], 1 - abar_root[T] ** 2)]
+    for t in range(2, T + 1):
+        rt, g = r[t - 1], abar_root[t - 1]
+        alphabar = rt**2 * g**2
+        mean = g * (1 - rt**2) / (1 - alphabar) * xs[0] + rt * (1 - g**2) / (1 - alphabar) * xs[t]
+        rhs.append((xs[t - 1], mean, (1 - g**2) * (1 - rt**2) / (1 - alphabar)))
+    _assert_same_log_density(lhs, rhs, f"telescoping of log q(x_1:{T} | x_0)")
+    return TelescopedLogQ(
+        chain=sum(_log_normal_pdf(*term) for term in lhs),
+        telescoped=sum(_log_normal_pdf(*term) for term in rhs),
+        roots=r,
+        xs=xs,
+    )
+
+
+class ELBOForms(NamedTuple):
+    log_ratio: sp.Expr  # log p(x_{0:T}) - log q(x_{1:T} | x_0)
+    first_form: dict  # reconstruction, prior_matching, consistency (list)
+    second_form: dict  # L_T, L_tm1 (list, t = 2..T), L_0: minus these sum to log_ratio
+    symbols: dict
+
+
+def elbo_forms_pointwise(T: int = 4) -> ELBOForms:
+    """The two ways of grouping log p(x_{0:T})/q(x_{1:T}|x_0) (chapter 02, eqs. ``eq-elbo-first-form``
+    and ``eq-elbo-terms``), checked as identities between log-density symbols for a given T.
+
+    First form: log p(x_0|x_1) + [log p(x_T) - log q(x_T|x_{T-1})]
+    + Σ_{t=1}^{T-1} [log p(x_t|x_{t+1}) - log q(x_t|x_{t-1})].
+    Second form (after eq. ``eq-telescoping``): -(L_T + Σ_{t=2}^T L_{t-1} + L_0) inside the expectation,
+    with L_T ↔ log q(x_T|x_0) - log p(x_T), L_{t-1} ↔ log q(x_{t-1}|x_t,x_0) - log p(x_{t-1}|x_t),
+    L_0 ↔ -log p(x_0|x_1).
+    """
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise ValueError(f"T must be an int >= 2, got {T!r}")
+    lp_T = sp.Symbol("log p(x_T)")
+    lp = {t: sp.Symbol(f"log p(x_{t-1}|x_{t})") for t in range(1, T + 1)}  # reverse steps
+    lq = {t: sp.Symbol(f"log q(x_{t}|x_{t-1})") for t in range(1, T + 1)}  # forward steps
+    lq_T0 = sp.Symbol("log q(x_T|x_0)")
+    lq_post = {t: sp.Symbol(f"log q(x_{t-1}|x_{t},x_0)") for t in range(2, T + 1)}
+    log_p_joint = lp_T + sum(lp.values())
+    log_q_chain = sum(lq.values())
+    log_ratio = log_p_joint - log_q_chain
+    # first form: regroup the same sums
+    reconstruction = lp[1]
+    prior_matching = lp_T - lq[T]
+    consistency = [lp[t + 1] - lq[t] for t in range(1, T)]
+    assert_equal(reconstruction + prior_matching + sum(consistency), log_ratio, "first form regroups the log ratio")
+    # second form: log q(x_{1:T}|x_0) = log q(x_T|x_0) + Σ_{t≥2} log q(x_{t-1}|x_t,x_0)  (eq-telescoping)
+    log_ratio_telescoped = log_p_joint - (lq_T0 + sum(lq_post.values()))
+    L_T = lq_T0 - lp_T
+    L_tm1 = [lq_post[t] - lp[t] for t in range(2, T + 1)]
+    L_0 = -lp[1]
+    assert_equal(-(L_T + sum(L_tm1) + L_0), log_ratio_telescoped, "second form regroups the telescoped log ratio")
+    return ELBOForms(
+        log_ratio=log_ratio,
+        first_form={"reconstruction": reconstruction, "prior_matching": prior_matching, "consistency": consistency},
+        second_form={"L_T": L_T, "L_tm1": L_tm1, "L_0": L_0},
+        symbols={"log_p_T": lp_T, "log_p": lp, "log_q": lq, "log_q_T0": lq_T0, "log_q_post": lq_post},
+    )
+
+
+class DataMarginal(NamedTuple):
+    mean: sp.Expr  # √ᾱ_t μ_0
+    variance: sp.Expr  # ᾱ_t s_0² + 1 - ᾱ_t
+    mu0: sp.Symbol
+    s0: sp.Symbol
+    alphabar: sp.Symbol
+
+
+def gaussian_data_marginal() -> DataMarginal:
+    """q(x_t) = N(√ᾱ_t μ_0, ᾱ_t s_0² + 1 - ᾱ_t) for data x_0 ~ N(μ_0, s_0²) (chapter 02,
+    eq. ``eq-gaussian-data-marginal``); with s_0 = 1 the variance is 1 at every t."""
+    mu0 = sp.Symbol("mu_0", real=True)
+    s0 = sp.Symbol("s_0", positive=True)
+    alphabar = sp.Symbol("alphabar_t", positive=True)
+    x0 = Normal("x_0_data", mu0, s0)
+    eps = Normal("epsilon", 0, 1)
+    x_t = sp.sqrt(alphabar) * x0 + sp.sqrt(1 - alphabar) * eps
+    mean = assert_equal(E(x_t), sp.sqrt(alphabar) * mu0, "E[x_t] for Gaussian data")
+    var = assert_equal(variance(x_t), alphabar * s0**2 + 1 - alphabar, "Var[x_t] for Gaussian data")
+    assert_equal(var.subs(s0, 1), sp.Integer(1), "unit-variance data keep variance 1")
+    sum_of_independent_gaussians()
+    return DataMarginal(mean=mean, variance=var, mu0=mu0, s0=s0, alphabar=alphabar)
+
+
+class TrueReverse(NamedTuple):
+    mean: sp.Expr  # E[x_{t-1} | x_t]
+    variance: sp.Expr  # Var[x_{t-1} | x_t]
+    variance_unit_data: sp.Expr  # s_0 = 1: β_t
+    variance_point_data: sp.Expr  # s_0 = 0: β̃_t
+    posterior_mean_x0: sp.Expr  # E[x_0 | x_t]
+    mu0: sp.Symbol
+    s0: sp.Symbol
+
+
+def true_reverse_gaussian() -> TrueReverse:
+    """The true reverse conditional q(x_{t-1} | x_t) (not conditioned on x_0) for Gaussian data
+    (chapter 02, eqs. ``eq-true-reverse`` and ``eq-optimal-variance-limits``).
+
+    With m_{t-1}, v_{t-1} the moments of q(x_{t-1}) and m_t = √α_t m_{t-1}, v_t = α_t v_{t-1} + β_t:
+    q(x_{t-1} | x_t) = N(m_{t-1} + √α_t v_{t-1}/v_t (x_t - m_t), v_{t-1} β_t / v_t) (Bayes, checked).
+    Its variance is β_t when s_0 = 1 and β̃_t when s_0 = 0 (Ho et al.'s two choices of σ_t² are
+    optimal for these two data sets), and its mean equals μ̃_t(x_t, E[x_0 | x_t]): the posterior
+    mean of chapter 03 with x_0 replaced by the optimal denoiser.
+    """
+    mu0 = sp.Symbol("mu_0", real=True)
+    s0 = sp.Symbol("s_0", nonnegative=True)
+    r, g = sp.symbols("r g", positive=True)  # r = √α_t, g = √ᾱ_{t-1}
+    m_prev, v_prev = g * mu0, g**2 * s0**2 + 1 - g**2  # eq-gaussian-data-marginal at t-1
+    m_t, v_t = r * m_prev, r**2 * v_prev + 1 - r**2
+    mean = m_prev + r * v_prev / v_t * (X_T - m_t)
+    var = v_prev * (1 - r**2) / v_t
+    _assert_same_log_density(
+        [(X_T, r * X_PREV, 1 - r**2), (X_PREV, m_prev, v_prev)],
+        [(X_PREV, mean, var), (X_T, m_t, v_t)],
+        "q(x_t|x_{t-1}) q(x_{t-1}) = q(x_{t-1}|x_t) q(x_t)",
+    )
+    # the two limits of the variance
+    beta = 1 - r**2
+    beta_tilde = (1 - g**2) * beta / (1 - r**2 * g**2)
+    assert_equal(var.subs(s0, 1), beta, "s_0 = 1: Var[x_{t-1}|x_t] = beta_t")
+    assert_equal(var.subs(s0, 0), beta_tilde, "s_0 = 0: Var[x_{t-1}|x_t] = beta_tilde_t")
+    # E[x_0 | x_t] by Gaussian conditioning, then μ̃_t(x_t, E[x_0|x_t]) = E[x_{t-1}|x_t]
+    s0_pos = sp.Symbol("s_0", positive=True)  # sympy.stats needs a positive standard deviation
+    z0, eps = Normal("x_0_data", mu0, s0_pos), Normal("epsilon", 0, 1)
+    xt_rv = r * g * z0 + sp.sqrt(1 - r**2 * g**2) * eps
+    cov = assert_equal(covariance(z0, xt_rv), r * g * s0_pos**2, "Cov(x_0, x_t) = sqrt(alphabar_t) s_0^2")
+    cov = cov.subs(s0_pos, s0)
+    x0_hat = mu0 + cov / v_t * (X_T - m_t)
+    c0 = g * (1 - r**2) / (1 - r**2 * g**2)
+    ct = r * (1 - g**2) / (1 - r**2 * g**2)
+    assert_equal(c0 * x0_hat + ct * X_T, mean, "E[x_{t-1}|x_t] = mu_tilde(x_t, E[x_0|x_t])")
+    back = {r: sp.sqrt(ALPHA), g: sp.sqrt(ALPHABAR_PREV)}
+    return TrueReverse(
+        mean=mean.subs(back),
+        variance=var.subs(back),
+        variance_unit_data=beta.subs(back),
+        variance_point_data=beta_tilde.subs(back),
+        posterior_mean_x0=x0_hat.subs(back),
+        mu0=mu0,
+        s0=s0,
+    )
+
+
+# =====================================================================================================
+# Numerics: the exact 1-D Gaussian example (float64 torch)
+# =====================================================================================================
+def _f64(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def _alphabar_0T(sched) -> torch.Tensor:
+    """ᾱ_t for the paper's t = 0..T (ᾱ_0 = 1), shape (T+1,)."""
+    return torch.cat([torch.ones(1, dtype=torch.float64), sched.alphas_cumprod])
+
+
+def _check_data_params(mu0, s0):
+    if not isinstance(mu0, (int, float)) or isinstance(mu0, bool) or not math.isfinite(mu0):
+        raise TypeError(f"mu0 must be a finite float, got {mu0!r}")
+    if not isinstance(s0, (int, float)) or isinstance(s0, bool) or not s0 > 0 or not math.isfinite(s0):
+        raise ValueError(f"s0 must be a finite float > 0, got {s0!r}")
+
+
+def _gauss_logpdf(x, mean, var):
+    return -0.5 * torch.log(2 * math.pi * var) - (x - mean) ** 2 / (2 * var)
+
+
+def _kl(m1, v1, m2, v2):
+    """KL(N(m1, v1) ‖ N(m2, v2)) via :func:`ddpm_lib.losses.normal_kl` (eq. ``eq-kl-gaussians-1d``)."""
+    from ..losses import normal_kl
+
+    return normal_kl(m1, torch.log(v1), m2, torch.log(v2))
+
+
+def data_marginals(sched, mu0: float, s0: float):
+    """Means and variances of q(x_t), t = 0..T (shape (T+1,) each), for data N(mu0, s0²)
+    (chapter 02, eq. ``eq-gaussian-data-marginal``)."""
+    _check_data_params(mu0, s0)
+    ab = _alphabar_0T(sched)
+    return ab.sqrt() * mu0, ab * s0**2 + 1.0 - ab
+
+
+class GaussianReverseProcess(NamedTuple):
+    """p(x_T) = N(prior_mean, prior_variance); p(x_{t-1} | x_t) = N(coef[t-1] x_t + offset[t-1], variance[t-1])
+    for the paper's t = 1..T (chapter 02, eq. ``eq-reverse-chain``). p(x_0 | x_1) is the last step."""
+
+    coef: torch.Tensor
+    offset: torch.Tensor
+    variance: torch.Tensor
+    prior_mean: float = 0.0
+    prior_variance: float = 1.0
+
+
+REVERSE_VARIANCES = ("true", "fixed_large", "fixed_small")
+PRIORS = ("standard", "exact")
+
+
+def true_reverse_process(sched, mu0: float, s0: float, variance: str = "true", variance_scale: float = 1.0,
+                         prior: str = "standard") -> GaussianReverseProcess:
+    """The best Gaussian reverse process for data N(mu0, s0²): p(x_{t-1} | x_t) = q(x_{t-1} | x_t)
+    (chapter 02, eq. ``eq-true-reverse``), optionally mis-specified.
+
+    - ``variance``: ``"true"`` (v_{t-1} β_t / v_t), ``"fixed_large"`` (β_t) or ``"fixed_small"`` (β̃_t,
+      whose value 0 at t = 1 is replaced by β̃_2 as in ``posterior_log_variance_clipped``); the mean
+      is always the true E[x_{t-1} | x_t];
+    - ``variance_scale``: multiplies the variance (1 = as chosen);
+    - ``prior``: ``"standard"`` p(x_T) = N(0, 1) as in DDPM, or ``"exact"`` p(x_T) = q(x_T), which
+      makes p(x_{0:T}) = q(x_{0:T}) and the bound tight when ``variance="true"``.
+    """
+    if variance not in REVERSE_VARIANCES:
+        raise ValueError(f"variance must be one of {REVERSE_VARIANCES}, got {variance!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if not isinstance(variance_scale, (int, float)) or isinstance(variance_scale, bool) or not variance_scale > 0:
+        raise ValueError(f"variance_scale must be a number > 0, got {variance_scale!r}")
+    m, v = data_marginals(sched, mu0, s0)
+    alphas = sched.alphas
+    coef = alphas.sqrt() * v[:-1] / v[1:]
+    offset = m[:-1] - coef * m[1:]
+    var = {
+        "true": v[:-1] * sched.betas / v[1:],
+        "fixed_large": sched.betas.clone(),
+        "fixed_small": sched.posterior_log_variance_clipped.exp(),
+    }[variance] * variance_scale
+    if prior == "standard":
+        return GaussianReverseProcess(coef, offset, var, 0.0, 1.0)
+    return GaussianReverseProcess(coef, offset, var, float(m[-1]), float(v[-1]))
+
+
+def model_marginals(rev: GaussianReverseProcess):
+    """Means and variances of the model's p(x_t), t = 0..T (shape (T+1,)), by running the reverse chain
+    on the moments: m_{t-1} = coef m_t + offset, v_{t-1} = coef² v_t + σ_t² (chapter 02, eq.
+    ``eq-model-marginal``)."""
+    T = rev.coef.numel()
+    means = torch.empty(T + 1, dtype=torch.float64)
+    variances = torch.empty(T + 1, dtype=torch.float64)
+    means[T], variances[T] = rev.prior_mean, rev.prior_variance
+    for t in range(T, 0, -1):
+        means[t - 1] = rev.coef[t - 1] * means[t] + rev.offset[t - 1]
+        variances[t - 1] = rev.coef[t - 1] ** 2 * variances[t] + rev.variance[t - 1]
+    return means, variances
+
+
+def exact_log_likelihood(x0, rev: GaussianReverseProcess) -> torch.Tensor:
+    """log p(x_0) of the model, exactly (nats), element-wise in x0."""
+    means, variances = model_marginals(rev)
+    return _gauss_logpdf(_f64(x0), means[0], variances[0])
+
+
+def elbo_terms(x0, sched, rev: GaussianReverseProcess) -> dict:
+    """The terms of L = L_T + Σ_{t=2}^T L_{t-1} + L_0 in nats for each x0, in closed form (chapter 02,
+    eq. ``eq-elbo-terms``).
+
+    - ``"L_T"`` (shape of x0): KL(q(x_T|x_0) ‖ p(x_T));
+    - ``"L_tm1"`` (x0.shape + (T-1,)): column j is L_{j+1} = E_{q(x_{j+2}|x_0)} KL(q(x_{j+1}|x_{j+2},x_0) ‖
+      p(x_{j+1}|x_{j+2})), i.e. the paper's t = j+2 (x_t is integrated out analytically: the KL is
+      quadratic in x_t);
+    - ``"L_0"``: -E_{q(x_1|x_0)} log p(x_0|x_1) (a continuous density here, no discretization);
+    - ``"total"``: their sum, = -ELBO.
+    """
+    x0 = _f64(x0)
+    T = sched.T
+    if rev.coef.numel() != T:
+        raise ValueError(f"rev has {rev.coef.numel()} steps but sched has T = {T}")
+    ab = _alphabar_0T(sched)
+    # L_T
+    L_T = _kl(ab[T].sqrt() * x0, (1 - ab[T]).expand_as(x0), _f64(rev.prior_mean), _f64(rev.prior_variance))
+    # L_{t-1}, t = 2..T: q(x_{t-1}|x_t,x_0) = N(c1 x_0 + c2 x_t, β̃_t), p = N(a x_t + b, σ²), x_t ~ N(√ᾱ_t x_0, 1-ᾱ_t)
+    idx = torch.arange(1, T)  # code index of paper t = 2..T
+    c1, c2, bt = sched.posterior_mean_coef1[idx], sched.posterior_mean_coef2[idx], sched.posterior_variance[idx]
+    a, b, s2 = rev.coef[idx], rev.offset[idx], rev.variance[idx]
+    xx = x0[..., None]
+    d_mean = c1 * xx - b + (c2 - a) * ab[idx + 1].sqrt() * xx  # E over x_t of (μ̃ - μ_p)
+    d_var = (c2 - a) ** 2 * (1 - ab[idx + 1])  # its variance
+    L_tm1 = 0.5 * (torch.log(s2 / bt) + (bt + d_mean**2 + d_var) / s2 - 1.0)
+    # L_0 = -E log N(x_0; a_1 x_1 + b_1, σ_1²), x_1 ~ N(√ᾱ_1 x_0, 1-ᾱ_1)
+    a1, b1, s1 = rev.coef[0], rev.offset[0], rev.variance[0]
+    r_mean = x0 - b1 - a1 * ab[1].sqrt() * x0
+    r_var = a1**2 * (1 - ab[1])
+    L_0 = 0.5 * torch.log(2 * math.pi * s1) + (r_mean**2 + r_var) / (2 * s1)
+    return {"L_T": L_T, "L_tm1": L_tm1, "L_0": L_0, "total": L_T + L_tm1.sum(-1) + L_0}
+
+
+def elbo(x0, sched, rev: GaussianReverseProcess) -> torch.Tensor:
+    """ELBO(x_0) = -(L_T + Σ L_{t-1} + L_0) in nats (chapter 02, eqs. ``eq-elbo-jensen``, ``eq-elbo-terms``)."""
+    return -elbo_terms(x0, sched, rev)["total"]
+
+
+def data_expectation(fn: Callable, mu0: float, s0: float, nodes: int = 8):
+    """E_{x_0 ~ N(mu0, s0²)}[fn(x_0)] by Gauss–Hermite quadrature with ``nodes`` nodes, exact for
+    polynomials of degree < 2·nodes (every quantity of the Gaussian example is quadratic in x_0).
+
+    ``fn`` maps a float64 tensor of shape (nodes,) to a tensor whose first dimension is ``nodes``.
+    """
+    _check_data_params(mu0, s0)
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-z²/2)
+    w = torch.as_tensor(w / w.sum(), dtype=torch.float64)
+    vals = fn(mu0 + s0 * torch.as_tensor(z, dtype=torch.float64))
+    return torch.tensordot(w, vals, dims=([0], [0]))
+
+
+def _forward_joint(x0: float, sched):
+    """Mean (T,) and covariance (T, T) of q(x_{1:T} | x_0): x_t = √α_t x_{t-1} + √β_t ε_t."""
+    T = sched.T
+    M = torch.zeros(T, T, dtype=torch.float64)  # x_{1:T} = mean + M ε
+    mean = torch.zeros(T, dtype=torch.float64)
+    prev_row, prev_mean = torch.zeros(T, dtype=torch.float64), torch.tensor(float(x0), dtype=torch.float64)
+    for t in range(T):
+        row = sched.alphas[t].sqrt() * prev_row
+        row[t] = sched.betas[t].sqrt()
+        M[t], mean[t] = row, sched.alphas[t].sqrt() * prev_mean
+        prev_row, prev_mean = row, mean[t]
+    return mean, M @ M.T
+
+
+def _reverse_joint(rev: GaussianReverseProcess):
+    """Mean (T+1,) and covariance of the model's joint p(x_{0:T}), index = paper time."""
+    T = rev.coef.numel()
+    A = torch.zeros(T + 1, T + 1, dtype=torch.float64)  # x = mean + A z, z ~ N(0, I_{T+1})
+    mean = torch.zeros(T + 1, dtype=torch.float64)
+    A[T, T], mean[T] = math.sqrt(rev.prior_variance), rev.prior_mean
+    for t in range(T, 0, -1):
+        A[t - 1] = rev.coef[t - 1] * A[t]
+        A[t - 1, t - 1] = rev.variance[t - 1].sqrt()
+        mean[t - 1] = rev.coef[t - 1] * mean[t] + rev.offset[t - 1]
+    return mean, A @ A.T
+
+
+def _mvn_kl(m1, S1, m2, S2) -> float:
+    L2 = torch.linalg.cholesky(S2)
+    L1 = torch.linalg.cholesky(S1)
+    k = m1.numel()
+    trace = torch.cholesky_solve(S1, L2).diagonal().sum()
+    diff = (m2 - m1)[:, None]
+    maha = (diff * torch.cholesky_solve(diff, L2)).sum()
+    logdet = 2 * (L2.diagonal().log().sum() - L1.diagonal().log().sum())
+    return 0.5 * float(trace + maha - k + logdet)
+
+
+def elbo_gap_kl(x0: float, sched, rev: GaussianReverseProcess) -> float:
+    """KL(q(x_{1:T} | x_0) ‖ p(x_{1:T} | x_0)) from the two T-dimensional Gaussians (chapter 02, eq.
+    ``eq-elbo-gap``). It must equal log p(x_0) - ELBO(x_0): an independent check of both."""
+    m_q, S_q = _forward_joint(x0, sched)
+    m_p, S_p = _reverse_joint(rev)
+    # condition the model's joint on x_0
+    s00, s0r, srr = S_p[0, 0], S_p[0, 1:], S_p[1:, 1:]
+    m_post = m_p[1:] + s0r / s00 * (float(x0) - m_p[0])
+    S_post = srr - torch.outer(s0r, s0r) / s00
+    return _mvn_kl(m_q, S_q, m_post, S_post)
+
+
+def sample_trajectories(x0: float, sched, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n forward trajectories x_{0:T} ~ q(x_{1:T} | x_0) by iterating eq. ``eq-forward-step``; shape (n, T+1)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    eps = torch.randn(n, sched.T, generator=generator, dtype=torch.float64)
+    xs = torch.empty(n, sched.T + 1, dtype=torch.float64)
+    xs[:, 0] = float(x0)
+    for t in range(sched.T):
+        xs[:, t + 1] = sched.alphas[t].sqrt() * xs[:, t] + sched.betas[t].sqrt() * eps[:, t]
+    return xs
+
+
+def first_form_terms(xs: torch.Tensor, sched, rev: GaussianReverseProcess) -> dict:
+    """Single-trajectory Monte Carlo values of the first form (chapter 02, eq. ``eq-elbo-first-form``).
+
+    ``xs`` (n, T+1) from :func:`sample_trajectories`. Returns ``reconstruction`` log p(x_0|x_1) (n,),
+    ``prior_matching`` log p(x_T) - log q(x_T|x_{T-1}) (n,), ``consistency`` (n, T-1) with column
+    t-1 = log p(x_t|x_{t+1}) - log q(x_t|x_{t-1}) for t = 1..T-1, and ``total`` (n,).
+    """
+    T = sched.T
+    lp_step = _gauss_logpdf(xs[:, :-1], rev.coef * xs[:, 1:] + rev.offset, rev.variance)  # log p(x_{t-1}|x_t), t=1..T
+    lq_step = _gauss_logpdf(xs[:, 1:], sched.alphas.sqrt() * xs[:, :-1], sched.betas)  # log q(x_t|x_{t-1}), t=1..T
+    lp_T = _gauss_logpdf(xs[:, T], _f64(rev.prior_mean), _f64(rev.prior_variance))
+    reconstruction = lp_step[:, 0]
+    prior_matching = lp_T - lq_step[:, T - 1]
+    consistency = lp_step[:, 1:] - lq_step[:, :-1]
+    return {
+        "reconstruction": reconstruction,
+        "prior_matching": prior_matching,
+        "consistency": consistency,
+        "total": reconstruction + prior_matching + consistency.sum(1),
+    }
+
+
+def second_form_terms(xs: torch.Tensor, sched, rev: GaussianReverseProcess) -> dict:
+    """Single-trajectory Monte Carlo values of the second form (chapter 02, eq. ``eq-elbo-terms``), with
+    each L_{t-1} given x_t as the closed-form KL (the Rao–Blackwellized estimator of source 002).
+
+    Returns ``L_T`` (a constant, broadcast to (n,)), ``L_tm1`` (n, T-1) (paper t = 2..T),
+    ``L_0`` = -log p(x_0|x_1) (n,) and ``total`` (n,) = -(estimate of the ELBO).
+    """
+    x0 = xs[:, 0]
+    T = sched.T
+    ab_T = sched.alphas_cumprod[-1]
+    L_T = _kl(ab_T.sqrt() * x0, (1 - ab_T).expand_as(x0), _f64(rev.prior_mean), _f64(rev.prior_variance))
+    idx = torch.arange(1, T)
+    x_t = xs[:, 2:]
+    mu_q = sched.posterior_mean_coef1[idx] * x0[:, None] + sched.posterior_mean_coef2[idx] * x_t
+    mu_p = rev.coef[idx] * x_t + rev.offset[idx]
+    L_tm1 = _kl(mu_q, sched.posterior_variance[idx].expand_as(mu_q), mu_p, rev.variance[idx].expand_as(mu_p))
+    L_0 = -_gauss_logpdf(x0, rev.coef[0] * xs[:, 1] + rev.offset[0], rev.variance[0])
+    return {"L_T": L_T, "L_tm1": L_tm1, "L_0": L_0, "total": L_T + L_tm1.sum(1) + L_0}
+
+
+def consistency_as_kl(x0: float, sched, rev: GaussianReverseProcess) -> dict:
+    """The consistency terms computed two ways, exactly (chapter 02, the note after eq. ``eq-elbo-first-form``).
+
+    - ``"exact"`` (T-1,): E_{q(x_{1:T}|x_0)}[log p(x_t|x_{t+1}) - log q(x_t|x_{t-1})], t = 1..T-1, as they
+      enter the ELBO;
+    - ``"as_kl"`` (T-1,): -E_{q(x_{t-1}, x_{t+1}|x_0)} KL(q(x_t|x_{t-1}) ‖ p(x_t|x_{t+1})), the rewriting
+      found in some tutorials, which draws x_t from q(x_t|x_{t-1}) independently of x_{t+1};
+    - ``"difference"``: as_kl - exact = -coef_{t+1} √α_{t+1} β_t / σ_{t+1}²; not zero, so the
+      rewriting is not an identity.
+
+    Both are Gaussian expectations of quadratics, computed from the joint moments of q(x_{0:T}|x_0).
+    """
+    T = sched.T
+    m, S = _forward_joint(x0, sched)
+    mean = torch.cat([_f64([float(x0)]), m])  # paper index 0..T
+    cov = torch.zeros(T + 1, T + 1, dtype=torch.float64)
+    cov[1:, 1:] = S
+    exact, as_kl = [], []
+    for t in range(1, T):
+        a, b, s2 = rev.coef[t], rev.offset[t], rev.variance[t]  # p(x_t | x_{t+1}) is step t+1
+        ra, beta = sched.alphas[t - 1].sqrt(), sched.betas[t - 1]  # q(x_t | x_{t-1}) is step t
+
+        def e_sq(cov_tt1):  # E[(x_t - a x_{t+1} - b)²] given Cov(x_t, x_{t+1})
+            d = mean[t] - a * mean[t + 1] - b
+            return d**2 + cov[t, t] + a**2 * cov[t + 1, t + 1] - 2 * a * cov_tt1
+
+        e_log_q = -0.5 * torch.log(2 * math.pi * beta) - 0.5  # E log q(x_t|x_{t-1}) under q(x_t|x_{t-1})
+        log_norm_p = -0.5 * torch.log(2 * math.pi * s2)
+        exact.append(log_norm_p - e_sq(cov[t, t + 1]) / (2 * s2) - e_log_q)
+        # x_t' ~ q(x_t|x_{t-1}) independent of x_{t+1} given x_{t-1}: Cov(x_t', x_{t+1}) = √α_t Cov(x_{t-1}, x_{t+1})
+        as_kl.append(log_norm_p - e_sq(ra * cov[t - 1, t + 1]) / (2 * s2) - e_log_q)
+    exact, as_kl = torch.stack(exact), torch.stack(as_kl)
+    return {"exact": exact, "as_kl": as_kl, "difference": as_kl - exact}

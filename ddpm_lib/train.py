@@ -1,0 +1,306 @@
+"""Training: Algorithm 3 of the source (000) with the usual engineering around it (chapter 05).
+
+:func:`train` repeats: draw a batch x_0 from the data (with replacement), t ~ U{0..T-1}, ε ~ N(0, I),
+take a gradient step on :func:`ddpm_lib.losses.p_losses` (‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖² for
+``objective="pred_noise"``), with AdamW, gradient-norm clipping and an exponential moving average of
+the weights (:class:`EMA`), which is what one samples from.  For classifier-free guidance (chapter 09)
+the labels are replaced by the null label with probability ``p_uncond`` (:func:`drop_labels`).
+
+Every random draw (batch indices, t, ε, label dropout, dropout inside the model) comes from ``seed``,
+so a run is reproducible: same seed, same initial weights → the same loss history.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ._checks import check_choice
+from .losses import p_losses
+
+__all__ = ["EMA", "TrainResult", "drop_labels", "train", "save_checkpoint", "load_checkpoint"]
+
+
+class EMA:
+    """Exponential moving average of a model's weights (chapter 05, eq. ``ema``).
+
+    ``ema.model`` is a frozen copy of the model in eval mode.  Each :meth:`update` does, for every
+    floating-point parameter and buffer, θ̄ ← d θ̄ + (1 - d) θ with d = :meth:`current_decay`; other
+    buffers (integers) are copied.  With ``warmup=False`` d is ``decay``; with ``warmup=True`` it is
+    diffusers' ``EMAModel`` schedule d_n = min(decay, (1 + s)/(10 + s)) with s = n - 1 at the n-th
+    update (d_1 = 0: the first update copies the weights), so that short CPU runs are not dominated
+    by the random initial weights (with d = 0.999 their weight is still e^-1 after 1000 steps).
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be a number in [0, 1], got {decay!r}")
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.num_updates = 0
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+
+    def current_decay(self) -> float:
+        """The decay the next :meth:`update` will use."""
+        if not self.warmup:
+            return self.decay
+        step = self.num_updates  # = (n - 1) for the n-th update
+        if step <= 0:
+            return 0.0
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """θ̄ ← d θ̄ + (1 - d) θ for every parameter and floating-point buffer of ``model``."""
+        d = self.current_decay()
+        shadow = self.model.state_dict()
+        current = model.state_dict()
+        if shadow.keys() != current.keys():
+            raise ValueError("model does not have the same parameters as the averaged model")
+        for name, value in current.items():
+            s = shadow[name]
+            if s.is_floating_point():
+                s.mul_(d).add_(value.detach().to(s.dtype), alpha=1.0 - d)
+            else:
+                s.copy_(value)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model``."""
+        model.load_state_dict(self.model.state_dict())
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "num_updates": self.num_updates, "decay": self.decay,
+                "warmup": self.warmup}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.num_updates = int(state["num_updates"])
+        self.decay = float(state["decay"])
+        self.warmup = bool(state["warmup"])
+
+
+def drop_labels(y: torch.Tensor, p_uncond: float, null_label: int,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Replace each label by ``null_label`` independently with probability ``p_uncond`` (chapter 09).
+
+    This is the label dropout of classifier-free guidance (Ho & Salimans 2022, Algorithm 1): one
+    network learns both ε(x_t, t, y) and the unconditional ε(x_t, t, ∅).  Returns a new tensor.
+    """
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must be a number in [0, 1], got {p_uncond!r}")
+    mask = torch.rand(y.shape, generator=generator, dtype=torch.float64) < p_uncond
+    return torch.where(mask.to(y.device), torch.full_like(y, null_label), y)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    - ``model``: the trained network (last weights); ``ema``: the :class:`EMA` (or None);
+      ``ema_model``: the averaged network (``model`` when there is no EMA) — sample from this one;
+    - ``loss_history``: float tensor (steps,), the batch loss at each step;
+    - ``t_history``: long tensor (steps, batch_size), the timesteps drawn at each step, and
+      ``example_losses``: float tensor (steps, batch_size), the loss of each example — together
+      they give the loss per timestep band (chapter 05);
+    - ``seconds``: wall time of the loop.
+    """
+
+    model: nn.Module
+    ema: Optional[EMA]
+    loss_history: torch.Tensor
+    t_history: torch.Tensor
+    example_losses: torch.Tensor
+    seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ema_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+
+def _check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def train(
+    model: nn.Module,
+    sched,
+    data: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-4,
+    weight_decay: float = 0.0,
+    objective: str = "pred_noise",
+    loss_weighting: Optional[str] = None,
+    ema_decay: Optional[float] = 0.999,
+    ema_warmup: bool = True,
+    grad_clip: Optional[float] = 1.0,
+    labels: Optional[torch.Tensor] = None,
+    p_uncond: float = 0.0,
+    null_label: Optional[int] = None,
+    seed: int = 0,
+    progress: bool = True,
+    device="cpu",
+    log_every: int = 50,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with Algorithm 3 (source 000; chapter 05, eq. ``l-simple``).
+
+    ``data``: tensor of training examples (N, ...); each step draws ``batch_size`` of them with
+    replacement.  ``labels`` (N,) long, optional: the class of each example, passed to the model as
+    ``y``; with ``p_uncond > 0`` each label is replaced by the null label (``model.null_label``, or
+    ``null_label``) with that probability.  The loss is ``p_losses(model, sched, x_0, t, ε,
+    objective, loss_weighting, y)``; the optimiser is AdamW(lr, weight_decay); gradients are clipped
+    to norm ``grad_clip`` (None: no clipping); ``ema_decay=None`` disables the EMA.
+
+    All randomness comes from ``seed`` (a CPU ``torch.Generator`` for the batch indices, t, ε and
+    label dropout; the global RNG, forked and restored, for dropout layers), so two calls with the
+    same seed and the same initial weights give identical loss histories.  A tqdm bar shows the loss
+    averaged over the last ``log_every`` steps (``progress=False`` turns it off).  The model is
+    moved to ``device`` and left in train mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(data, torch.Tensor) or data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError("data must be a tensor of training examples of shape (N, ...) with N >= 1")
+    _check_int("steps", steps)
+    _check_int("batch_size", batch_size)
+    _check_int("log_every", log_every)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip!r}")
+    check_choice("objective", objective, {"pred_noise", "pred_x0", "pred_v"})
+    if labels is not None:
+        if not isinstance(labels, torch.Tensor) or labels.shape != (data.shape[0],):
+            raise ValueError(f"labels must be a tensor of shape ({data.shape[0]},), one label per example")
+        if labels.is_floating_point():
+            raise TypeError(f"labels must be integers (torch.long), got dtype {labels.dtype}")
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must be a number in [0, 1], got {p_uncond!r}")
+    if p_uncond > 0:
+        if labels is None:
+            raise ValueError("p_uncond > 0 needs labels (label dropout is for class-conditional training)")
+        if null_label is None:
+            null_label = getattr(model, "null_label", None)
+        if null_label is None:
+            raise ValueError("p_uncond > 0 needs a null label: a model with .null_label, or null_label=...")
+
+    device = torch.device(device)
+    model.to(device)
+    model.train()
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    data_dev = data.to(device=device, dtype=dtype)
+    labels_dev = labels.to(device=device, dtype=torch.long) if labels is not None else None
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    ema = EMA(model, ema_decay, warmup=ema_warmup) if ema_decay is not None else None
+    gen = torch.Generator().manual_seed(seed)
+    N = data.shape[0]
+    loss_history = torch.empty(steps, dtype=torch.float32)
+    t_history = torch.empty(steps, batch_size, dtype=torch.long)
+    example_losses = torch.empty(steps, batch_size, dtype=torch.float32)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="training", leave=False)
+    fork_devices = [device] if device.type == "cuda" else []
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        for step in range(steps):
+            idx = torch.randint(0, N, (batch_size,), generator=gen)
+            t = torch.randint(0, sched.T, (batch_size,), generator=gen)
+            noise = torch.randn((batch_size,) + tuple(data.shape[1:]), generator=gen, dtype=torch.float32)
+            x_start = data_dev[idx.to(device)]
+            y = None
+            if labels_dev is not None:
+                y = labels_dev[idx.to(device)]
+                if p_uncond > 0:
+                    y = drop_labels(y, p_uncond, null_label, generator=gen)
+            losses = p_losses(model, sched, x_start, t.to(device), noise=noise.to(device=device, dtype=dtype),
+                              objective=objective, loss_weighting=loss_weighting, y=y, reduction="none")
+            loss = losses.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            loss_history[step] = loss.detach().float().cpu()
+            t_history[step] = t
+            example_losses[step] = losses.detach().float().cpu()
+            if bar is not None:
+                bar.update(1)
+                if (step + 1) % log_every == 0 or step + 1 == steps:
+                    bar.set_postfix(loss=f"{loss_history[max(0, step + 1 - log_every): step + 1].mean().item():.4f}")
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    meta = {"steps": steps, "batch_size": batch_size, "lr": lr, "objective": objective, "seed": seed}
+    return TrainResult(model, ema, loss_history, t_history, example_losses, seconds, meta)
+
+
+_ALLOWED_META = (bool, int, float, str, type(None), torch.Tensor)
+
+
+def _check_meta(value, path="meta"):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{path} keys must be strings, got {k!r}")
+            _check_meta(v, f"{path}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_meta(v, f"{path}[{i}]")
+    elif not isinstance(value, _ALLOWED_META):
+        raise TypeError(
+            f"{path} must hold only numbers, strings, None, tensors, lists, tuples and dicts "
+            f"(what torch.load(weights_only=True) can read back), got {type(value).__name__}"
+        )
+
+
+def save_checkpoint(path, model: nn.Module, ema: Optional[EMA] = None, **meta) -> None:
+    """Save the weights of ``model`` (and of the ``ema``) with free-form metadata (``meta``: numbers,
+    strings, tensors, lists, dicts — what ``torch.load(weights_only=True)`` accepts)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if ema is not None and not isinstance(ema, EMA):
+        raise TypeError(f"ema must be an EMA or None, got {type(ema).__name__}")
+    _check_meta(meta)
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "meta": meta}, path)
+
+
+def load_checkpoint(path, model: nn.Module, ema: Optional[EMA] = None, map_location="cpu") -> dict:
+    """Load weights saved by :func:`save_checkpoint` into ``model`` (and ``ema``); returns the metadata.
+
+    Uses ``torch.load(weights_only=True)``: a checkpoint cannot run code when it is opened.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint")
+    model.load_state_dict(state["model"])
+    if ema is not None:
+        if state.get("ema") is None:
+            raise ValueError(f"{path} holds no EMA weights, but ema was given")
+        ema.load_state_dict(state["ema"])
+    return state.get("meta", {})

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Every test of the project, in four steps; called by `make test` after the set-up (.venv,
+# MathJax, chromium). Fails on the first step that fails.
+#
+#   1. unit tests     pytest tests/ (all but tests/browser), against the working tree
+#   2. notebooks      nbval (--nbval-lax) on every notebooks/*.ipynb, executed the way Colab
+#                     meets them: the library installed from a freshly built wheel (not the
+#                     editable install), each notebook copied alone to a directory outside the
+#                     repository, so a notebook that reads a repository-relative path or imports
+#                     a module the wheel does not ship fails here
+#   3. strict build   jupyter-book build . -W -n --keep-going on a clean _build/html (the
+#                     execution cache in _build/.jupyter_cache is kept); any warning fails
+#   4. browser check  pytest tests/browser: every built page in headless Chromium
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${VENV:-.venv}"
+[[ "$VENV" == /* ]] || VENV="$ROOT/$VENV"
+PY="$VENV/bin/python"
+[[ -x "$PY" ]] || { echo "run_tests.sh: no $PY; run 'make test' (it creates the environment)" >&2; exit 1; }
+unset PYTHONPATH
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/ddpm-to-ddim-test.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+
+declare -a TIMINGS=()
+STEP_NAME="" STEP_START=0
+begin() { STEP_NAME="$1"; STEP_START=$SECONDS; printf '\n=== %s ===\n' "$1"; }
+end() { TIMINGS+=("$(printf '%-16s %5d s' "$STEP_NAME" $((SECONDS - STEP_START)))"); }
+die() { echo "FAILED ($STEP_NAME): $*" >&2; exit 1; }
+
+# Run pytest; exit code 5 ("no tests collected") is accepted only when $1 is "allow-empty".
+run_pytest() {
+  local allow_empty="$1"; shift
+  local rc=0
+  "$@" || rc=$?
+  if [[ $rc -eq 5 && "$allow_empty" == allow-empty ]]; then
+    echo "(no tests collected: accepted, there is nothing to test yet)"
+    return 0
+  fi
+  [[ $rc -eq 0 ]] || die "pytest exited with code $rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+begin "unit tests"
+shopt -s nullglob globstar
+allow=allow-empty  # exit code 5 is accepted only while there is no unit-test file at all
+for f in tests/**/test_*.py tests/**/*_test.py; do
+  [[ "$f" == tests/browser/* ]] || allow=require
+done
+run_pytest "$allow" "$PY" -m pytest tests --ignore=tests/browser -p no:cacheprovider -q
+end
+
+# ---------------------------------------------------------------------------------------------
+begin "notebooks"
+notebooks=(notebooks/*.ipynb)
+if [[ ${#notebooks[@]} -eq 0 ]]; then
+  echo "(no notebooks yet: nbval has nothing to run)"
+else
+  echo "Building the ddpm_lib wheel"
+  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$TMP/dist" "$ROOT"
+  wheel=("$TMP"/dist/ddpm_lib-*.whl)
+  [[ ${#wheel[@]} -eq 1 ]] || die "expected one ddpm_lib wheel, got: ${wheel[*]:-none}"
+
+  # A throw-away environment: its own site-packages gets the wheel; the heavy dependencies
+  # (torch, jupyter, nbval, ...) are borrowed from .venv through a plain path in a .pth file,
+  # which does not run .venv's own .pth files, so the editable install of ddpm_lib stays invisible.
+  "$PY" -m venv "$TMP/venv"
+  TPY="$TMP/venv/bin/python"
+  purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_path("purelib"))'; }
+  VENV_SITE="$(purelib "$PY")"
+  TMP_SITE="$(purelib "$TPY")"
+  echo "$VENV_SITE" > "$TMP_SITE/_ddpm_to_ddim_test_deps.pth"
+  # Installing ddpm_lib[all] from the wheel also checks that its declared dependencies resolve.
+  "$TPY" -m pip install --quiet --no-index --find-links "$TMP/dist" "ddpm_lib[all]"
+
+  mkdir -p "$TMP/nb"
+  cp "${notebooks[@]}" "$TMP/nb/"        # each notebook alone, as Colab opens it
+  printf '[pytest]\n' > "$TMP/nb/pytest.ini"  # keep pytest from reading any configuration above
+  (
+    cd "$TMP/nb"
+    export IPYTHONDIR="$TMP/ipython" JUPYTER_CONFIG_DIR="$TMP/jupyter-config"
+    "$TPY" - "$TMP_SITE" <<'EOF'
+import sys, ddpm_lib
+where = ddpm_lib.__file__
+assert where.startswith(sys.argv[1]), f"ddpm_lib imported from {where}, not from the wheel in {sys.argv[1]}"
+print(f"ddpm_lib {ddpm_lib.__version__} from the wheel: {where}")
+EOF
+    run_pytest require "$TPY" -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+      -p no:cacheprovider -q ./*.ipynb
+  )
+fi
+end
+
+# ---------------------------------------------------------------------------------------------
+begin "strict build"
+rm -rf _build/html _build/.doctrees _build/screenshots
+log="$TMP/build.log"
+rc=0
+"$VENV/bin/jupyter-book" build . -W -n --keep-going 2>&1 | tee "$log" || rc=$?
+# Belt and braces: jupyter-book exits 1 on warnings with -W --keep-going; the log is checked too.
+if grep -E -q 'WARNING|ERROR|CRITICAL' <(sed 's/\x1b\[[0-9;]*m//g' "$log"); then
+  grep -E 'WARNING|ERROR|CRITICAL' <(sed 's/\x1b\[[0-9;]*m//g' "$log") | head -20 >&2
+  die "the build printed warnings or errors"
+fi
+[[ $rc -eq 0 ]] || die "jupyter-book exited with code $rc"
+[[ -f _build/html/index.html ]] || die "no _build/html/index.html"
+end
+
+# ---------------------------------------------------------------------------------------------
+begin "browser check"
+export BOOK_BROWSER_REQUIRED=1  # here a missing build or browser is a failure, not a skip
+run_pytest require "$PY" -m pytest tests/browser -p no:cacheprovider -q
+echo "Screenshots:"; ls -1 _build/screenshots
+end
+
+printf '\n=== timings ===\n'
+printf '%s\n' "${TIMINGS[@]}"
+echo "All tests passed."
