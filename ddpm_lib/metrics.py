@@ -194,9 +194,13 @@ def mmd_rbf(x, y, bandwidths: Union[None, float, Sequence[float]] = None) -> flo
     if bandwidths is None:
         sigmas = [_median_bandwidth(x, y)]
     else:
-        sigmas = [bandwidths] if isinstance(bandwidths, (int, float, np.floating)) else list(bandwidths)
-        if len(sigmas) == 0 or any(isinstance(s, bool) or not isinstance(s, (int, float, np.floating)) or not s > 0 for s in sigmas):
-            raise ValueError(f"bandwidths must be None, a positive float or a non-empty sequence of positive floats, got {bandwidths!r}")
+        number = (int, float, np.integer, np.floating)
+        sigmas = [bandwidths] if isinstance(bandwidths, number) else list(bandwidths)
+        if not sigmas or any(isinstance(s, bool) or not isinstance(s, number) or not s > 0 for s in sigmas):
+            raise ValueError(
+                "bandwidths must be None, a positive float or a non-empty sequence of positive floats, "
+                f"got {bandwidths!r}"
+            )
         sigmas = [float(s) for s in sigmas]
 
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -223,7 +227,12 @@ class FloorEstimate(NamedTuple):
     values: tuple
 
 
-def data_floor(sample_fn: Callable[[int], object], n: int, metric: Callable[[object, object], float], repeats: int = 5) -> FloorEstimate:
+def data_floor(
+    sample_fn: Callable[[int], object],
+    n: int,
+    metric: Callable[[object, object], float],
+    repeats: int = 5,
+) -> FloorEstimate:
     """The floor of a metric: the metric between two fresh independent draws of the data (chapters 05, 06, 08).
 
     Even a perfect sampler scores no better than this with ``n`` points, so every sample-quality
@@ -350,9 +359,13 @@ def _check_digits(images, labels=None, images_name: str = "images", labels_name:
         if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
             raise TypeError(f"{labels_name} must be an integer torch.Tensor of shape (N,)")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{labels_name} must have shape ({images.shape[0]},) to match {images_name}, got {tuple(labels.shape)}")
+            raise ValueError(
+                f"{labels_name} must have shape ({images.shape[0]},) to match {images_name}, got {tuple(labels.shape)}"
+            )
         if int(labels.min()) < 0 or int(labels.max()) >= NUM_DIGIT_CLASSES:
-            raise ValueError(f"{labels_name} must lie in 0..{NUM_DIGIT_CLASSES - 1}, got {int(labels.min())}..{int(labels.max())}")
+            raise ValueError(
+                f"{labels_name} must lie in 0..{NUM_DIGIT_CLASSES - 1}, got {int(labels.min())}..{int(labels.max())}"
+            )
 
 
 @contextlib.contextmanager
@@ -391,8 +404,8 @@ def train_digits_classifier(
     from ``seed``: the global RNG is forked and restored, so calling this changes no random state,
     and two calls with the same arguments give identical weights (CPU ops only, all deterministic;
     the loop runs on one CPU thread, restored afterwards, so the float32 sums do not depend on the
-    machine's thread count).  On the train split of the 8x8 digits it takes a few seconds on one CPU core and reaches about
-    97-98 % test accuracy (600 steps).
+    machine's thread count).  On the train split of the 8x8 digits it takes a few seconds on one
+    CPU core and reaches about 97-98 % test accuracy (600 steps).
 
     Returns:
         the trained classifier on the CPU, in eval mode, with ``requires_grad`` off for its parameters

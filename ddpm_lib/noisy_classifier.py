@@ -3,7 +3,7 @@
 Classifier guidance (Dhariwal & Nichol 2021, §4) needs ∇_{x_t} log p_φ(y | x_t, t) at every noise level the sampler
 visits, so the classifier is trained on noised images x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε with t ~ U{0..T-1}, and told t
 (chapter 09, eq. ``eq-classifier-guidance``). A classifier trained on clean digits only would be asked about
-inputs it never saw. :class:`NoisyClassifier` is a small convolutional network sized for the 8×8 digits on a CPU;
+inputs it never saw. :class:`NoisyClassifier` is a small time-conditioned MLP sized for the 8×8 digits on a CPU;
 :func:`train_noisy_classifier` trains it with cross-entropy on (x_t, t, y); :func:`noisy_accuracy` measures its
 accuracy at one noise level. Use it with :class:`ddpm_lib.guidance.ClassifierGuidance`.
 """
@@ -36,43 +36,43 @@ def _check_int(name: str, value, minimum: int = 1) -> int:
 class NoisyClassifier(nn.Module):
     """Time-conditioned classifier φ(x_t, t) → logits of shape (B, num_classes) (chapter 09).
 
-    Conv 3×3 (``channels``) → + time embedding → SiLU → conv 3×3 stride 2 (2·``channels``) → GroupNorm → + time
-    embedding → SiLU → conv 3×3 → SiLU → global average pool → linear. The time embedding is the sinusoidal
-    embedding of :func:`ddpm_lib.models.sinusoidal_embedding` followed by a two-layer MLP, as in the denoisers.
-    ``forward(x, t)``: ``x`` of shape (B, in_channels, H, W), ``t`` a long tensor of shape (B,) in 0..T-1.
+    An MLP on the flattened image (``data_dim`` = C·H·W features, 64 for the 8×8 digits): two hidden layers of
+    width ``hidden_dim``, each followed by LayerNorm, the time embedding added, and SiLU; then a linear layer to
+    the logits. The time embedding is :func:`ddpm_lib.models.sinusoidal_embedding` followed by a two-layer MLP,
+    as in the denoisers. Small on purpose: classifier guidance back-propagates through it at every sampling step.
+    ``forward(x, t)``: ``x`` of shape (B, ...) with ``data_dim`` features, ``t`` a long tensor of shape (B,).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, channels: int = 32, time_emb_dim: int = 64):
+    def __init__(self, data_dim: int = 64, num_classes: int = 10, hidden_dim: int = 256, time_emb_dim: int = 64):
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels)
+        self.data_dim = _check_int("data_dim", data_dim)
         self.num_classes = _check_int("num_classes", num_classes, minimum=2)
-        _check_int("channels", channels, minimum=2)
+        _check_int("hidden_dim", hidden_dim)
         self.time_emb_dim = _check_int("time_emb_dim", time_emb_dim, minimum=2)
-        c2 = 2 * channels
-        self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, c2), nn.SiLU(), nn.Linear(c2, c2))
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.emb1 = nn.Linear(c2, channels)
-        self.conv2 = nn.Conv2d(channels, c2, 3, stride=2, padding=1)
-        self.norm2 = nn.GroupNorm(8 if c2 % 8 == 0 else 1, c2)
-        self.emb2 = nn.Linear(c2, c2)
-        self.conv3 = nn.Conv2d(c2, c2, 3, padding=1)
-        self.head = nn.Linear(c2, num_classes)
+        self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.fc1 = nn.Linear(data_dim, hidden_dim)
+        self.norm1 = nn.LayerNorm(hidden_dim)
+        self.emb1 = nn.Linear(hidden_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, hidden_dim)
+        self.norm2 = nn.LayerNorm(hidden_dim)
+        self.emb2 = nn.Linear(hidden_dim, hidden_dim)
+        self.head = nn.Linear(hidden_dim, num_classes)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.data_dim:
+            raise ValueError(f"x must have shape (B, ...) with {self.data_dim} features per example, "
+                             f"got shape {tuple(x.shape)}")
         if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"t must be a tensor of shape ({x.shape[0]},), got {t!r}")
-        if t.is_floating_point() or t.dtype == torch.bool:
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"t must hold integer timesteps (torch.long), got dtype {t.dtype}")
         t = t.to(x.device).expand(x.shape[0])
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim).to(x.dtype))
-        h = F.silu(self.conv1(x) + self.emb1(emb)[:, :, None, None])
-        h = F.silu(self.norm2(self.conv2(h)) + self.emb2(emb)[:, :, None, None])
-        h = F.silu(self.conv3(h))
-        return self.head(h.mean(dim=(2, 3)))
+        emb = F.silu(self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim).to(x.dtype)))
+        h = F.silu(self.norm1(self.fc1(x.reshape(x.shape[0], -1))) + self.emb1(emb))
+        h = F.silu(self.norm2(self.fc2(h)) + self.emb2(emb))
+        return self.head(h)
 
 
 @dataclass
@@ -110,8 +110,8 @@ def train_noisy_classifier(
         raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
     if not isinstance(sched, NoiseSchedule):
         raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError("images must be a tensor of shape (N, C, H, W) with N >= 1")
+    if not isinstance(images, torch.Tensor) or images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError("images must be a tensor of shape (N, ...) with N >= 1")
     if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},), one label per image")
     if labels.is_floating_point() or labels.dtype == torch.bool:

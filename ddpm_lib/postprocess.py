@@ -7,7 +7,7 @@ turn it into something to look at, exactly as diffusers' pipelines do::
     image = (image * 255).round().astype("uint8")              # numpy_to_pil / to_uint8
     Image.fromarray(image.squeeze(), mode="L")                 # one channel -> grey-scale PIL image
 
-``round`` is round-half-to-even in both numpy and torch, so 0 ↦ 127.5 ↦ 128.
+``round`` is round-half-to-even in both numpy and torch; the only exact tie in [-1, 1] is 0 ↦ 127.5 ↦ 128.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def to_uint8(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     ``x`` has shape (N, C, H, W) or (C, H, W) (channels first, as the models produce).  The result
     has the same layout, or (N, H, W, C) / (H, W, C) with ``channels_last=True`` (the layout of
     diffusers' numpy images and of PIL).  Rounding is half-to-even, as numpy's in diffusers'
-    ``numpy_to_pil``: -1 ↦ 0, 0 ↦ 128, 1 ↦ 255; values outside [-1, 1] are clamped.
+    ``numpy_to_pil``, and the arithmetic is the same in the same dtype, so the bytes are identical:
+    -1 ↦ 0, -0.5 ↦ 64, 0 ↦ 128, 0.5 ↦ 191, 1 ↦ 255; values outside [-1, 1] are clamped.
     """
     x = _check_tensor(x)
     if x.ndim not in (3, 4):

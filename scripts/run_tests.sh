@@ -11,6 +11,9 @@
 #   3. strict build   jupyter-book build . -W -n --keep-going on a clean _build/html (the
 #                     execution cache in _build/.jupyter_cache is kept); any warning fails
 #   4. browser check  pytest tests/browser: every built page in headless Chromium
+#
+# For work on one part, STEPS selects steps (default: all four), e.g.
+#   STEPS="build browser" make test
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +29,9 @@ trap 'rm -rf "$TMP"' EXIT
 
 declare -a TIMINGS=()
 STEP_NAME="" STEP_START=0
+shopt -s nullglob globstar
+STEPS="${STEPS:-unit notebooks build browser}"
+wanted() { [[ " $STEPS " == *" $1 "* ]]; }
 begin() { STEP_NAME="$1"; STEP_START=$SECONDS; printf '\n=== %s ===\n' "$1"; }
 end() { TIMINGS+=("$(printf '%-16s %5d s' "$STEP_NAME" $((SECONDS - STEP_START)))"); }
 die() { echo "FAILED ($STEP_NAME): $*" >&2; exit 1; }
@@ -43,16 +49,18 @@ run_pytest() {
 }
 
 # ---------------------------------------------------------------------------------------------
+if wanted unit; then
 begin "unit tests"
-shopt -s nullglob globstar
 allow=allow-empty  # exit code 5 is accepted only while there is no unit-test file at all
 for f in tests/**/test_*.py tests/**/*_test.py; do
   [[ "$f" == tests/browser/* ]] || allow=require
 done
 run_pytest "$allow" "$PY" -m pytest tests --ignore=tests/browser -p no:cacheprovider -q
 end
+fi
 
 # ---------------------------------------------------------------------------------------------
+if wanted notebooks; then
 begin "notebooks"
 notebooks=(notebooks/*.ipynb)
 if [[ ${#notebooks[@]} -eq 0 ]]; then
@@ -72,8 +80,9 @@ else
   VENV_SITE="$(purelib "$PY")"
   TMP_SITE="$(purelib "$TPY")"
   echo "$VENV_SITE" > "$TMP_SITE/_ddpm_to_ddim_test_deps.pth"
-  # Installing ddpm_lib[all] from the wheel also checks that its declared dependencies resolve.
-  "$TPY" -m pip install --quiet --no-index --find-links "$TMP/dist" "ddpm_lib[all]"
+  # --ignore-installed: .venv's editable ddpm_lib is visible to pip through the .pth path, and must
+  # neither satisfy the requirement nor be uninstalled.
+  "$TPY" -m pip install --quiet --no-index --no-deps --ignore-installed "${wheel[0]}"
 
   mkdir -p "$TMP/nb"
   cp "${notebooks[@]}" "$TMP/nb/"        # each notebook alone, as Colab opens it
@@ -81,19 +90,33 @@ else
   (
     cd "$TMP/nb"
     export IPYTHONDIR="$TMP/ipython" JUPYTER_CONFIG_DIR="$TMP/jupyter-config"
-    "$TPY" - "$TMP_SITE" <<'EOF'
-import sys, ddpm_lib
+    "$TPY" - "$TMP_SITE" <<'PY'
+# The notebooks must see the wheel, and every dependency the wheel declares (with [all]).
+import sys
+from importlib.metadata import PathDistribution, version
+from pathlib import Path
+from packaging.requirements import Requirement
+import ddpm_lib
+site = sys.argv[1]
 where = ddpm_lib.__file__
-assert where.startswith(sys.argv[1]), f"ddpm_lib imported from {where}, not from the wheel in {sys.argv[1]}"
-print(f"ddpm_lib {ddpm_lib.__version__} from the wheel: {where}")
-EOF
+assert where.startswith(site), f"ddpm_lib imported from {where}, not from the wheel in {site}"
+dist = PathDistribution(next(Path(site).glob("ddpm_lib-*.dist-info")))
+for line in dist.requires or []:
+    req = Requirement(line)
+    if req.marker is None or req.marker.evaluate({"extra": "all"}):
+        have = version(req.name)
+        assert req.specifier.contains(have, prereleases=True), f"ddpm_lib needs {req}, found {have}"
+print(f"ddpm_lib {dist.version} from the wheel ({where}); dependencies of ddpm_lib[all] satisfied")
+PY
     run_pytest require "$TPY" -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
       -p no:cacheprovider -q ./*.ipynb
   )
 fi
 end
+fi
 
 # ---------------------------------------------------------------------------------------------
+if wanted build; then
 begin "strict build"
 rm -rf _build/html _build/.doctrees _build/screenshots
 log="$TMP/build.log"
@@ -107,14 +130,21 @@ fi
 [[ $rc -eq 0 ]] || die "jupyter-book exited with code $rc"
 [[ -f _build/html/index.html ]] || die "no _build/html/index.html"
 end
+fi
 
 # ---------------------------------------------------------------------------------------------
+if wanted browser; then
 begin "browser check"
 export BOOK_BROWSER_REQUIRED=1  # here a missing build or browser is a failure, not a skip
 run_pytest require "$PY" -m pytest tests/browser -p no:cacheprovider -q
 echo "Screenshots:"; ls -1 _build/screenshots
 end
+fi
 
 printf '\n=== timings ===\n'
 printf '%s\n' "${TIMINGS[@]}"
-echo "All tests passed."
+if [[ "$STEPS" == "unit notebooks build browser" ]]; then
+  echo "All tests passed."
+else
+  echo "Steps run: $STEPS (not the whole suite)"
+fi

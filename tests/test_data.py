@@ -256,7 +256,16 @@ def test_oracle_residual_is_orthogonal_to_functions_of_x_t():
     assert mse(pred) < 1.0  # beats predicting zero, whose MSE is E ε² = 1
 
 
-def test_oracle_with_ddpm_sampler_reproduces_mixture_weights():
+@pytest.fixture
+def one_thread():
+    """Loops of tiny tensor operations run far faster on one thread (no OpenMP hand-offs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_oracle_with_ddpm_sampler_reproduces_mixture_weights(one_thread):
     from ddpm_lib.samplers import p_sample_loop
 
     sched = NoiseSchedule.linear(1000)

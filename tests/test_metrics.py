@@ -53,7 +53,8 @@ def test_sw_identical_sets_is_zero_and_symmetric():
     assert M.sliced_wasserstein(x, x) == 0.0
     # the empirical measure of [x, x] equals that of x: unequal sizes, distance 0
     assert M.sliced_wasserstein(x, torch.cat([x, x])) == pytest.approx(0.0, abs=1e-12)
-    assert M.sliced_wasserstein(x, y, generator=_gen(5)) == pytest.approx(M.sliced_wasserstein(y, x, generator=_gen(5)), rel=1e-12)
+    forward = M.sliced_wasserstein(x, y, generator=_gen(5))
+    assert forward == pytest.approx(M.sliced_wasserstein(y, x, generator=_gen(5)), rel=1e-12)
     assert M.sliced_wasserstein(x, y) > 0.1
 
 
@@ -74,7 +75,8 @@ def test_sw_unequal_sizes_equals_replicated_equal_sizes():
     x = torch.randn(6, 2, generator=g, dtype=torch.float64)
     y = torch.randn(4, 2, generator=g, dtype=torch.float64) * 2 + 1
     unequal = M.sliced_wasserstein(x, y, n_projections=64, generator=_gen(11))
-    replicated = M.sliced_wasserstein(x.repeat_interleave(2, 0), y.repeat_interleave(3, 0), n_projections=64, generator=_gen(11))
+    x2, y3 = x.repeat_interleave(2, 0), y.repeat_interleave(3, 0)
+    replicated = M.sliced_wasserstein(x2, y3, n_projections=64, generator=_gen(11))
     assert unequal == pytest.approx(replicated, rel=1e-12)
     assert unequal > 0.5
 
@@ -164,6 +166,11 @@ def test_mmd_bandwidth_sum_and_identities():
     kyy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     kxy = sum(k(xs[i], ys[j]) for i in range(n) for j in range(m)) / (n * m)
     assert M.mmd_rbf(x, y, bandwidths=1.0) == pytest.approx(kxx + kyy - 2 * kxy, rel=1e-10)
+    # the default bandwidth is the median of the pooled pairwise distances (i < j)
+    z = torch.cat([xs, ys])
+    pooled = [float((z[i] - z[j]).norm()) for i in range(len(z)) for j in range(i + 1, len(z))]
+    median = float(torch.tensor(pooled, dtype=torch.float64).median())  # lower median, as torch.median
+    assert M.mmd_rbf(x, y) == pytest.approx(M.mmd_rbf(x, y, bandwidths=median), rel=1e-10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,8 +218,9 @@ def _with_exact_moments(n: int, mean: torch.Tensor, cov_sqrt: torch.Tensor, seed
 
 
 def test_frechet_1d_closed_form():
-    a = _with_exact_moments(300, torch.tensor([0.3], dtype=torch.float64), torch.tensor([[1.5]], dtype=torch.float64), 40)
-    b = _with_exact_moments(200, torch.tensor([-1.0], dtype=torch.float64), torch.tensor([[0.4]], dtype=torch.float64), 41)
+    f64 = dict(dtype=torch.float64)
+    a = _with_exact_moments(300, torch.tensor([0.3], **f64), torch.tensor([[1.5]], **f64), 40)
+    b = _with_exact_moments(200, torch.tensor([-1.0], **f64), torch.tensor([[0.4]], **f64), 41)
     assert M.frechet_distance(a, b) == pytest.approx((0.3 + 1.0) ** 2 + (1.5 - 0.4) ** 2, rel=1e-10)
 
 
@@ -249,8 +257,9 @@ def test_frechet_matches_scipy_sqrtm_reference():
     """The usual FID formula with scipy.linalg.sqrtm(Σa Σb) on generic (non-commuting) covariances."""
     scipy_linalg = pytest.importorskip("scipy.linalg")
     g = _gen(47)
-    a = torch.randn(400, 8, generator=g, dtype=torch.float64) @ torch.randn(8, 8, generator=g, dtype=torch.float64)
-    b = torch.randn(300, 8, generator=g, dtype=torch.float64) @ torch.randn(8, 8, generator=g, dtype=torch.float64) + 0.3
+    f64 = dict(generator=g, dtype=torch.float64)
+    a = torch.randn(400, 8, **f64) @ torch.randn(8, 8, **f64)
+    b = torch.randn(300, 8, **f64) @ torch.randn(8, 8, **f64) + 0.3
     an, bn = a.numpy(), b.numpy()
     ca, cb = np.cov(an, rowvar=False), np.cov(bn, rowvar=False)
     covmean = scipy_linalg.sqrtm(ca @ cb).real
@@ -290,11 +299,13 @@ def classifier_and_accuracy():
 
 def test_classifier_training_is_deterministic(digits):
     train_x, train_y, _, _ = digits
+    torch.manual_seed(123)
     rng_before = torch.get_rng_state()
     c1 = M.train_digits_classifier(train_x, train_y, seed=3, steps=25)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
+    torch.manual_seed(456)  # and the result does not depend on it
     c2 = M.train_digits_classifier(train_x, train_y, seed=3, steps=25)
     c3 = M.train_digits_classifier(train_x, train_y, seed=4, steps=25)
-    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
     s1, s2, s3 = c1.state_dict(), c2.state_dict(), c3.state_dict()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert not all(torch.equal(s1[k], s3[k]) for k in s1)
