@@ -141,6 +141,15 @@ def test_kl_to_x0_weight_and_snr_difference():
     np.testing.assert_allclose(kl.numpy(), lam, rtol=1e-9)
 
 
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="d must be"):
+        P.isotropic_gaussian_kl(0)
+    with pytest.raises(ValueError, match="choice must be one of"):
+        N.eps_weight_for_variance("learned")
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        N.lucidrains_loss_weights(-1.0)
+
+
 def test_check_zero_can_fail():
     with pytest.raises(AssertionError):
         P.check_zero(P.alpha_t - P.alphabar_prev, "a false identity")

@@ -10,10 +10,11 @@ Symbols (all per dimension; the forward process acts on each coordinate independ
 - ``alpha_t`` = α_t = 1 - β_t, ``beta_t`` = β_t, ``alphabar_t`` = ᾱ_t = Π_{s≤t} α_s,
   ``alphabar_tm1`` = ᾱ_{t-1} (so ᾱ_t = α_t ᾱ_{t-1}), ``x_0``, ``x_tm1`` = x_{t-1}, ``x_t``.
 
-Equation labels refer to chapter 01: ``eq-forward-chain``, ``eq-forward-step``, ``eq-variance-recursion``,
-``eq-unit-variance-condition``, ``eq-alpha-bar``, ``eq-sum-gaussians``, ``eq-merge-gaussians``,
-``eq-q-xt-x0``, ``eq-snr``, ``eq-log-snr``, ``eq-noise-ratio``, ``eq-linear-sum-beta``,
-``eq-cosine-schedule``, ``eq-cosine-log-snr``, ``eq-prior-kl``.
+Equation labels refer to chapter 01: ``eq-forward-chain``, ``eq-forward-step``,
+``eq-unit-variance-condition``, ``eq-variance-recursion``, ``eq-alpha-bar``, ``eq-sum-gaussians``,
+``eq-merge-gaussians``, ``eq-q-xt-x0``, ``eq-linear-schedule``, ``eq-linear-sum-beta``,
+``eq-cosine-schedule``, ``eq-sigmoid-schedule``, ``eq-snr``, ``eq-log-snr``, ``eq-cosine-log-snr``,
+``eq-noise-ratio``, ``eq-prior-kl``.
 """
 
 from __future__ import annotations

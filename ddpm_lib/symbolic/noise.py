@@ -9,8 +9,9 @@ Symbols: in eqs. (3)-(5) only ᾱ_t appears and it is the symbol ``alphabar``; f
 ᾱ_t = α_t ᾱ_{t-1} is written in the primitive symbols of :mod:`ddpm_lib.symbolic.posterior`.
 
 Equations (labels of chapter 04): ``eq-xt-from-x0-eps``, ``eq-x0-from-eps``, ``eq-x0-tilde``,
-``eq-x0-err-eps-err``, ``eq-eps-loss-weight``, ``eq-mu-from-eps``, ``eq-sample-step-eps``,
-``eq-v-def``, ``eq-loss-ratios``, ``eq-score-q-xt-x0``, ``eq-tweedie``, ``eq-eps-score``.
+``eq-x0-err-eps-err``, ``eq-eps-loss-weight``, ``eq-l-simple``, ``eq-mu-from-eps``,
+``eq-sample-step-eps``, ``eq-v-def``, ``eq-v-velocity``, ``eq-conversions``, ``eq-loss-ratios``,
+``eq-score-q-xt-x0``, ``eq-tweedie``, ``eq-eps-score``.
 """
 
 from __future__ import annotations
@@ -372,7 +373,10 @@ def lucidrains_loss_weights(min_snr_gamma=None):
     (clipped/SNR) ‖ε̂-ε‖², i.e. the plain ε-MSE without clipping: the three objectives train the same
     loss and differ only in what the network outputs.  Returns dict objective -> (weight, weight in ε units).
     """
-    clipped = snr if min_snr_gamma is None else sp.Min(snr, sp.sympify(min_snr_gamma))
+    if min_snr_gamma is not None and (isinstance(min_snr_gamma, bool) or not isinstance(min_snr_gamma, (int, float))
+                                      or not min_snr_gamma > 0):
+        raise ValueError(f"min_snr_gamma must be None or a number > 0, got {min_snr_gamma!r}")
+    clipped = snr if min_snr_gamma is None else sp.Min(snr, sp.nsimplify(min_snr_gamma))
     weights = {"pred_noise": clipped / snr, "pred_x0": clipped, "pred_v": clipped / (snr + 1)}
     ratios = relative_loss_weights()
     per_eps = {"pred_noise": sp.Integer(1), "pred_x0": ratios["x0_per_eps"], "pred_v": ratios["v_per_eps"]}

@@ -9,8 +9,10 @@ Symbols: ``alpha_t`` (α_t) and ``alphabar_prev`` (ᾱ_{t-1}) are the primitive 
 identity between the schedule quantities is checked, not assumed.  The data symbols are scalars:
 all the Gaussians here are isotropic, so each coordinate of a vector obeys the same formulas.
 
-Equations (labels of chapter 03): ``eq-posterior-mean``, ``eq-posterior-variance``,
-``eq-gauss-kl``, ``eq-gauss-kl-iso``, ``eq-kl-mean-mse``, ``eq-loss-x0-weight``.
+Equations (labels of chapter 03): ``eq-posterior-ratio``, ``eq-posterior-exponent``,
+``eq-complete-square``, ``eq-posterior-ab``, ``eq-posterior-mean``, ``eq-posterior-variance``,
+``eq-derivative-trick``, ``eq-gauss-kl``, ``eq-gauss-kl-iso``, ``eq-kl-mean-mse``,
+``eq-loss-x0-weight``, ``eq-x0-weight-snr``.
 """
 
 from __future__ import annotations
