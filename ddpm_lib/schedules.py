@@ -1,7 +1,7 @@
 """Noise schedules β_1..β_T and every quantity derived from them.
 
 Chapter 01 (``notebooks/01_forward_process``) derives these quantities; chapter 03 derives the
-posterior ones (eq. ``posterior-mean``/``posterior-variance``).  Everything is computed in float64;
+posterior ones (eqs. ``eq-posterior-mean``, ``eq-posterior-variance``).  Everything is computed in float64;
 :func:`extract` hands out entries in the dtype of the tensor they will be combined with.
 
 Index convention: the entry at index ``t`` (0-based, ``0..T-1``) belongs to the paper's step t+1.
@@ -80,15 +80,15 @@ class NoiseSchedule:
 
     Attributes (float64 tensors of shape (T,), index t = paper's step t+1):
 
-    - ``betas`` β_t, ``alphas`` α_t = 1 - β_t, ``alphas_cumprod`` ᾱ_t = Π α_s (chapter 01, eq. ``q-xt-x0``),
+    - ``betas`` β_t, ``alphas`` α_t = 1 - β_t, ``alphas_cumprod`` ᾱ_t = Π α_s (chapter 01, eq. ``eq-q-xt-x0``),
       ``alphas_cumprod_prev`` ᾱ_{t-1} with ᾱ_0 = 1;
     - ``sqrt_alphas_cumprod`` √ᾱ_t, ``sqrt_one_minus_alphas_cumprod`` √(1-ᾱ_t),
       ``sqrt_recip_alphas_cumprod`` 1/√ᾱ_t, ``sqrt_recipm1_alphas_cumprod`` √(1/ᾱ_t - 1)
-      (chapter 04, eq. ``x0-from-eps``);
+      (chapter 04, eq. ``eq-x0-from-eps``);
     - ``posterior_variance`` β̃_t = β_t (1-ᾱ_{t-1})/(1-ᾱ_t) and ``posterior_log_variance_clipped``
       (log β̃ with the first entry, which is 0, replaced by the second), ``posterior_mean_coef1``
       β_t √ᾱ_{t-1}/(1-ᾱ_t) (multiplies x_0) and ``posterior_mean_coef2`` (1-ᾱ_{t-1}) √α_t/(1-ᾱ_t)
-      (multiplies x_t) (chapter 03, eqs. ``posterior-mean``, ``posterior-variance``);
+      (multiplies x_t) (chapter 03, eqs. ``eq-posterior-mean``, ``eq-posterior-variance``);
     - ``snr`` ᾱ_t / (1-ᾱ_t).
     """
 

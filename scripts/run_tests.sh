@@ -122,9 +122,11 @@ rm -rf _build/html _build/.doctrees _build/screenshots
 log="$TMP/build.log"
 rc=0
 "$VENV/bin/jupyter-book" build . -W -n --keep-going 2>&1 | tee "$log" || rc=$?
-# Belt and braces: jupyter-book exits 1 on warnings with -W --keep-going; the log is checked too.
-if grep -E -q 'WARNING|ERROR|CRITICAL' <(sed 's/\x1b\[[0-9;]*m//g' "$log"); then
-  grep -E 'WARNING|ERROR|CRITICAL' <(sed 's/\x1b\[[0-9;]*m//g' "$log") | head -20 >&2
+# Belt and braces: jupyter-book exits 1 on warnings with -W --keep-going; the log is checked too,
+# for Sphinx's "WARNING:"/"ERROR:" lines (not for the kernels' own "[IPKernelApp] WARNING |" logs).
+sphinx_problems='(^|: )(WARNING|ERROR|SEVERE|CRITICAL): '
+if sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E -q "$sphinx_problems"; then
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E "$sphinx_problems" | head -20 >&2
   die "the build printed warnings or errors"
 fi
 [[ $rc -eq 0 ]] || die "jupyter-book exited with code $rc"

@@ -142,7 +142,9 @@ def forward_step_variance() -> StepVariance:
     assert_equal(ddpm, ALPHA * v + 1 - ALPHA, "Var(x_t) = alpha_t v + 1 - alpha_t")
     assert_equal(ddpm.subs(v, 1), sp.Integer(1), "Var(x_{t-1}) = 1 implies Var(x_t) = 1")
     deviation = assert_equal(ddpm - 1, ALPHA * (v - 1), "Var(x_t) - 1 = alpha_t (Var(x_{t-1}) - 1)")
-    return StepVariance(general=general, b_for_unit_variance=b_unit, ddpm=ddpm, deviation=ALPHA * (v - 1), a=a, b=b, v=v)
+    return StepVariance(
+        general=general, b_for_unit_variance=b_unit, ddpm=ddpm, deviation=deviation, a=a, b=b, v=v
+    )
 
 
 # --- eq-sum-gaussians, eq-merge-gaussians ----------------------------------------------------------------
@@ -209,7 +211,9 @@ def chapman_kolmogorov() -> GaussianMoments:
     target = pdf(x2, r1 * r2 * X0, r2**2 * b1 + b2)
     assert_equal(sp.simplify((marginal / target).rewrite(sp.erf)), sp.Integer(1), "integral over x_1 of the chain")
     # with β_s = 1 - α_s the variance is 1 - α_1 α_2
-    var = assert_equal((r2**2 * b1 + b2).subs({b1: 1 - r1**2, b2: 1 - r2**2}), 1 - r1**2 * r2**2, "alpha_2 beta_1 + beta_2")
+    var = assert_equal(
+        (r2**2 * b1 + b2).subs({b1: 1 - r1**2, b2: 1 - r2**2}), 1 - r1**2 * r2**2, "alpha_2 beta_1 + beta_2"
+    )
     return GaussianMoments(mean=r1 * r2 * X0, variance=var)
 
 
@@ -301,7 +305,9 @@ def snr_relations() -> SNRRelations:
     # one step: ᾱ_t = α_t ᾱ_{t-1}, α_t = 1 - β_t
     snr_prev = ALPHABAR_PREV / (1 - ALPHABAR_PREV)
     alphabar_t = (1 - BETA) * ALPHABAR_PREV
-    noise_ratio = assert_equal((1 - alphabar_t) / (1 - ALPHABAR_PREV), 1 + snr_prev * BETA, "noise ratio = 1 + SNR_{t-1} beta_t")
+    noise_ratio = assert_equal(
+        (1 - alphabar_t) / (1 - ALPHABAR_PREV), 1 + snr_prev * BETA, "noise ratio = 1 + SNR_{t-1} beta_t"
+    )
     snr_t = alphabar_t / (1 - alphabar_t)
     snr_ratio = assert_equal(snr_t / snr_prev, (1 - BETA) / (1 + snr_prev * BETA), "SNR_t/SNR_{t-1}")
     return SNRRelations(
