@@ -1,7 +1,8 @@
 """Sampler overhead: ddpm_lib's loops against diffusers' scheduler loops driving the same network (chapter 08).
 
-For each network (the 2-D mixture MLP and the 8×8 digits UNet of chapter 05, untrained: the cost of a forward pass
-does not depend on the weights) and each loop, three timings with the same x_T, batch and number of steps:
+For each network of the recipes in :mod:`ddpm_lib.experiments` (the 2-D mixture MLP, the digits MLP and, for the
+DDIM loop only, the digits UNet; untrained: the cost of a forward pass does not depend on the weights) and each loop,
+three timings with the same x_T, batch and number of steps:
 
 - ``network only``: the bare model evaluations at the loop's timesteps, nothing else;
 - ``ddpm_lib``: :func:`ddpm_lib.p_sample_loop` (T steps, σ² = β̃) or :func:`ddpm_lib.ddim_sample` (50 steps, η = 0,
@@ -9,12 +10,13 @@ does not depend on the weights) and each loop, three timings with the same x_T, 
 - ``diffusers``: the usual ``for t in scheduler.timesteps: x = scheduler.step(model(x, t), t, x).prev_sample`` loop
   with ``DDPMScheduler`` / ``DDIMScheduler`` configured identically (linear β from 1e-4 to 0.02, clipping of x̂_0).
 
-Before timing, the two loops are checked to compute the same thing: same x_T and generator → outputs agree to
-float32 round-off. Each timing is the median of ``--repeats`` runs, ours and theirs interleaved so that a change
+Before timing, the two loops are checked to compute the same thing (on the mixture MLP): same x_T and generator →
+outputs agree to float32 round-off. Each timing is the median of ``--repeats`` runs, ours and theirs interleaved so that a change
 in machine load hits both. The ratio ours/theirs must stay ≤ 1.0; the overhead per step is (loop - network) / steps.
 
 Writes ``book/results/ch08_sampler_overhead.md`` and ``.csv`` and prints the table.
-Run: ``python benchmarks/bench_overhead.py [--repeats 5] [--quick]``.
+Run: ``python benchmarks/bench_overhead.py [--repeats 5] [--threads 1] [--quick]``. One thread by default: these
+networks are small, and on a shared machine several spinning threads per process cost more than they bring.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ddpm_lib import NoiseSchedule, ddim_sample, ddim_timesteps, linear_beta_schedule, p_sample_loop  # noqa: E402
-from ddpm_lib.models import MLPDenoiser, UNet  # noqa: E402
+from ddpm_lib.experiments import _digits_network  # noqa: E402
+from ddpm_lib.models import MLPDenoiser  # noqa: E402
 
 RESULTS = ROOT / "book" / "results"
 T = 1000
@@ -41,13 +44,17 @@ DDIM_STEPS = 50
 
 
 def _networks(quick: bool):
-    """(name, model, shape) of the networks of chapter 05 (untrained, eval mode)."""
+    """(name, model, shape, loops) for the networks of the recipes (untrained, eval mode): the architectures of
+    ``train_mixture_model`` and ``train_digits_model`` (``arch="mlp"`` and ``"unet"``, default widths)."""
     torch.manual_seed(0)
     mlp = MLPDenoiser(2, hidden_dim=128, num_layers=3).eval()
-    unet = UNet(in_channels=1, base_channels=32, channel_mults=(1, 2)).eval()
+    digits_mlp = _digits_network("mlp", 512, None).eval()
+    unet = _digits_network("unet", 32, None).eval()
+    both = ("ddpm", "ddim")
     return [
-        ("2-D mixture, MLP", mlp, (1000, 2)),
-        ("digits 8×8, UNet", unet, (64 if quick else 256, 1, 8, 8)),
+        ("2-D mixture, MLP", mlp, (1000, 2), ("ddim",) if quick else both),
+        ("digits 8×8, MLP", digits_mlp, (256, 1, 8, 8), ("ddim",) if quick else both),
+        ("digits 8×8, UNet", unet, (64, 1, 8, 8), ("ddim",)),
     ]
 
 
@@ -114,14 +121,13 @@ def run(repeats: int = 5, quick: bool = False):
     ddpm_sched, ddim_sched = _diffusers_schedulers()
     assert ddim_sched.timesteps.tolist() == ddim_timesteps(T, DDIM_STEPS, "leading").tolist()
     rows = []
-    for name, model, shape in _networks(quick):
-        check_parity(model, (8,) + tuple(shape[1:]), ddpm_sched, ddim_sched, sched)
+    nets = _networks(quick)
+    check_parity(nets[0][1], (8, 2), ddpm_sched, ddim_sched, sched)
+    for name, model, shape, kinds in nets:
         x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
         loops = [("DDPM (p_sample_loop)", T, ddpm_sched.timesteps.tolist(), "ddpm"),
                  ("DDIM η=0 (ddim_sample)", DDIM_STEPS, ddim_sched.timesteps.tolist(), "ddim")]
-        if quick:
-            loops = loops[1:]
-        for loop_name, steps, timesteps, kind in loops:
+        for loop_name, steps, timesteps, kind in [lp for lp in loops if lp[3] in kinds]:
             if kind == "ddpm":
                 fns = {
                     "bare": lambda: _bare(model, x_T, timesteps),
@@ -185,8 +191,10 @@ def write(rows, repeats: int, out_dir: Path = RESULTS) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="DDIM only, small batch, no files written")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="DDIM loop only, no files written")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     rows = run(args.repeats, args.quick)
     if args.quick:
         print(to_markdown(rows, args.repeats))

@@ -244,34 +244,17 @@ def test_ddim_invert_round_trip_error_shrinks_with_steps():
 
 # ---------------------------------------------------------------- the exact denoiser of a Gaussian mixture
 
-N_POINTS = 2000
-
-
-def _sliced_wasserstein(a, b):
-    try:
-        from ddpm_lib.metrics import sliced_wasserstein
-    except ImportError:  # pragma: no cover
-        def sliced_wasserstein(x, y, n_projections=256):
-            theta = torch.randn(x.shape[1], n_projections, generator=torch.Generator().manual_seed(0), **F64)
-            theta = theta / theta.norm(dim=0, keepdim=True)
-            px, py = torch.sort(x.double() @ theta, 0).values, torch.sort(y.double() @ theta, 0).values
-            return ((px - py) ** 2).mean().sqrt().item()
-    return sliced_wasserstein(a, b)
-
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_oracle_ddim_reproduces_the_mixture(eta):
-    """ddim_sample (T = 1000, 100 trailing steps) with the exact ε of an 8-Gaussians mixture: SW2 to fresh data within
-    1.5× the data-vs-data floor."""
-    from ddpm_lib.data import OracleDenoiser, make_gaussian_mixture
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_oracle_ddim_reproduces_the_mixture(mixture_reference, one_thread, eta, spacing):
+    """ddim_sample (T = 1000, 100 steps) with the exact ε of an 8-Gaussians mixture: SW2 to fresh data within 1.5×
+    the data-vs-data floor (see the fixture)."""
+    from ddpm_lib.data import OracleDenoiser
 
-    mix = make_gaussian_mixture("8gaussians")
-    g = torch.Generator().manual_seed(0)
-    refs = [mix.sample(N_POINTS, generator=g, dtype=torch.float64) for _ in range(10)]
-    floor = sum(_sliced_wasserstein(refs[2 * i], refs[2 * i + 1]) for i in range(5)) / 5
+    ref = mixture_reference
     sched = NoiseSchedule.cosine(1000)
-    x = ddim_sample(OracleDenoiser(mix, sched), sched, (N_POINTS, 2), steps=100, eta=eta, spacing="trailing",
+    x = ddim_sample(OracleDenoiser(ref.mixture, sched), sched, (ref.n, 2), steps=100, eta=eta, spacing=spacing,
                     clip_denoised=False, generator=torch.Generator().manual_seed(1), dtype=torch.float64,
                     progress=False)
-    ratio = sum(_sliced_wasserstein(x, r) for r in refs[:5]) / 5 / floor
-    assert ratio <= 1.5, ratio
+    assert ref.ratio(x) <= 1.5, ref.ratio(x)

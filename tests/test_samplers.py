@@ -148,49 +148,20 @@ def test_p_sample_loop_uses_given_noise_and_label():
 
 # ---------------------------------------------------------------- the exact denoiser of a Gaussian mixture
 
-N_POINTS = 2000
 
-
-def _sliced_wasserstein(a, b):
-    try:
-        from ddpm_lib.metrics import sliced_wasserstein
-    except ImportError:  # pragma: no cover - the metrics module is part of the library
-        def sliced_wasserstein(x, y, n_projections=256):
-            theta = torch.randn(x.shape[1], n_projections, generator=torch.Generator().manual_seed(0), **F64)
-            theta = theta / theta.norm(dim=0, keepdim=True)
-            px, py = torch.sort(x.double() @ theta, 0).values, torch.sort(y.double() @ theta, 0).values
-            return ((px - py) ** 2).mean().sqrt().item()
-    return sliced_wasserstein(a, b)
-
-
-def _mixture_and_references(seed=0, n_ref=5):
-    """The 8-Gaussians mixture, ``n_ref`` fresh draws of the data and the data-vs-data floor (mean over pairs)."""
-    from ddpm_lib.data import make_gaussian_mixture
-
-    mix = make_gaussian_mixture("8gaussians")
-    g = torch.Generator().manual_seed(seed)
-    refs = [mix.sample(N_POINTS, generator=g, dtype=torch.float64) for _ in range(2 * n_ref)]
-    floor = sum(_sliced_wasserstein(refs[2 * i], refs[2 * i + 1]) for i in range(n_ref)) / n_ref
-    return mix, refs[:n_ref], floor
-
-
-def _distance_to_data(x, refs):
-    return sum(_sliced_wasserstein(x, r) for r in refs) / len(refs)
-
-
-def test_oracle_ddpm_reproduces_the_mixture():
+def test_oracle_ddpm_reproduces_the_mixture(mixture_reference, one_thread):
     """p_sample_loop (T = 1000, cosine schedule) with the exact ε of an 8-Gaussians mixture: the samples are as
-    close to fresh data as fresh data is to itself (SW2 within 1.5× the floor), and the criterion rejects
-    a distribution 10% too wide."""
+    close to fresh data as fresh data is to itself (SW2 within 1.5× the data-vs-data floor, see the fixture), and
+    the same criterion rejects a mixture 10% too wide."""
     from ddpm_lib.data import OracleDenoiser
 
-    mix, refs, floor = _mixture_and_references()
+    ref = mixture_reference
     sched = NoiseSchedule.cosine(1000)
-    oracle = OracleDenoiser(mix, sched)
-    x = p_sample_loop(oracle, sched, (N_POINTS, 2), clip_denoised=False, generator=torch.Generator().manual_seed(1),
-                      dtype=torch.float64, progress=False)
+    x = p_sample_loop(OracleDenoiser(ref.mixture, sched), sched, (ref.n, 2), clip_denoised=False,
+                      generator=torch.Generator().manual_seed(1), dtype=torch.float64, progress=False)
     assert torch.isfinite(x).all()
-    ratio = _distance_to_data(x, refs) / floor
-    assert ratio <= 1.5, ratio
-    too_wide = mix.sample(N_POINTS, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 1.1
-    assert _distance_to_data(too_wide, refs) / floor > 1.5
+    assert ref.ratio(x) <= 1.5, ref.ratio(x)
+    too_wide = ref.mixture.sample(ref.n, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 1.1
+    assert ref.ratio(too_wide) > 1.5
+    # the raw noise x_T is far from the data
+    assert ref.ratio(torch.randn(ref.n, 2, generator=torch.Generator().manual_seed(1), **F64)) > 3

@@ -11,14 +11,21 @@
    A mismatch is a build warning, so the strict build (``-W``) fails on it.
 3. MathJax is served from ``book/_static/mathjax`` (installed by ``make mathjax`` from the npm
    registry). If it is missing the build warns instead of producing pages with unrendered math.
-4. Each page lists every script once. (jupyter-book 1.x registers sphinx-thebe's inline
+4. MathJax is loaded on every page, not only on pages whose body has math: a chapter title with
+   math appears in the navigation of every page (and in the search results).
+5. The chapters are numbered (so equations read "(3.2)") and their titles already say
+   "Chapter 3: ...": the navigation drops the automatic "3. " in front of such titles (titles and
+   previous/next links carry it in a <span class="section-number">, hidden by custom.css).
+6. Each page lists every script once. (jupyter-book 1.x registers sphinx-thebe's inline
    configuration twice, so the page declares ``const THEBE_JS_URL`` twice and the browser reports
    a SyntaxError on every page; the browser check in tests/browser/ catches exactly that.)
 """
 
 from __future__ import annotations
 
+import functools
 import posixpath
+import re
 from pathlib import Path
 
 from docutils import nodes
@@ -103,8 +110,31 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = unique
 
 
+# "3. Chapter 3: ..." in a navigation link: the number Sphinx adds, then the title's own.
+REDUNDANT_NUMBER = re.compile(r"(>\s*)(\d+)\.\s+(Chapter\s+\2\b)")
+
+
+def drop_redundant_chapter_numbers(app, pagename, templatename, context, doctree) -> None:
+    """Wrap pydata-sphinx-theme's sidebar generator so that "3. Chapter 3: X" reads "Chapter 3: X"."""
+    generate = context.get("generate_toctree_html")
+    if generate is None or getattr(generate, "_ddpm_wrapped", False):
+        return
+
+    @functools.wraps(generate)
+    def wrapped(kind, *args, **kwargs):
+        out = generate(kind, *args, **kwargs)
+        if kind != "sidebar":
+            return out
+        return REDUNDANT_NUMBER.sub(r"\1\3", str(out))
+
+    wrapped._ddpm_wrapped = True
+    context["generate_toctree_html"] = wrapped
+
+
 def setup(app):
+    app.set_html_assets_policy("always")
     app.add_transform(LocalColabBadge)
     app.connect("builder-inited", check_mathjax)
     app.connect("html-page-context", dedupe_scripts, priority=900)
+    app.connect("html-page-context", drop_redundant_chapter_numbers, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
