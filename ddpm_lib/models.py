@@ -142,9 +142,15 @@ class MLPDenoiser(nn.Module):
     ``forward(x, t, y=None)``: ``x`` of shape (B, data_dim) — or (B, C, H, W) with C·H·W = data_dim,
     which is flattened and reshaped back — and ``t`` of shape (B,) (integers 0..T-1).  The timestep
     enters through :func:`sinusoidal_embedding` of size ``time_emb_dim`` followed by a two-layer MLP;
-    the embedding is added inside each of the ``num_layers`` residual blocks.  With ``num_classes``
-    set, a label embedding is added to the time embedding and ``y=None`` means the null label
-    ``model.null_label == num_classes``.  The output has the shape of ``x``.
+    the embedding is added inside each of the ``num_layers`` pre-norm residual blocks.  With
+    ``num_classes`` set, a label embedding is added to the time embedding and ``y=None`` means the null
+    label ``model.null_label == num_classes``.  The output has the shape of ``x``.
+
+    Each input coordinate x_j is also fed as Fourier features, ``sinusoidal_embedding(input_emb_scale ·
+    x_j, input_emb_dim)`` (Tancik et al. 2020; as in tanelp's tiny-diffusion).  A plain MLP is slow to
+    learn the steep ε*(x_t, t) of sharp modes at small t (on the 8-Gaussians mixture it still puts half
+    its samples between the modes after 3000 steps; with the features 2000 steps suffice).
+    ``input_emb_dim=0`` turns them off.
     """
 
     def __init__(
@@ -154,9 +160,17 @@ class MLPDenoiser(nn.Module):
         num_layers: int = 3,
         time_emb_dim: int = 32,
         num_classes: Optional[int] = None,
+        input_emb_dim: int = 32,
+        input_emb_scale: float = 25.0,
     ):
         super().__init__()
         self.data_dim = _check_positive_int("data_dim", data_dim)
+        if isinstance(input_emb_dim, bool) or not isinstance(input_emb_dim, int) or input_emb_dim == 1 or input_emb_dim < 0:
+            raise ValueError(f"input_emb_dim must be 0 (no Fourier features) or an int >= 2, got {input_emb_dim!r}")
+        if not input_emb_scale > 0:
+            raise ValueError(f"input_emb_scale must be > 0, got {input_emb_scale!r}")
+        self.input_emb_dim = input_emb_dim
+        self.input_emb_scale = float(input_emb_scale)
         _check_positive_int("hidden_dim", hidden_dim)
         _check_positive_int("num_layers", num_layers)
         self.time_emb_dim = _check_positive_int("time_emb_dim", time_emb_dim, minimum=2)
@@ -165,7 +179,7 @@ class MLPDenoiser(nn.Module):
             nn.Linear(time_emb_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
         )
         self.class_emb = _class_embedding_or_none(num_classes, hidden_dim)
-        self.inp = nn.Linear(data_dim, hidden_dim)
+        self.inp = nn.Linear(data_dim * (1 + input_emb_dim), hidden_dim)
         self.blocks = nn.ModuleList([_MLPBlock(hidden_dim, hidden_dim) for _ in range(num_layers)])
         self.out_norm = nn.LayerNorm(hidden_dim)
         self.out = nn.Linear(hidden_dim, data_dim)
@@ -191,6 +205,9 @@ class MLPDenoiser(nn.Module):
             emb = emb + self.class_emb(y, shape[0], x.device).to(h.dtype)
         else:
             _check_unconditional_y(y)
+        if self.input_emb_dim:
+            feats = sinusoidal_embedding(self.input_emb_scale * h.reshape(-1), self.input_emb_dim)
+            h = torch.cat([h, feats.to(h.dtype).reshape(shape[0], -1)], dim=1)
         h = self.inp(h)
         for block in self.blocks:
             h = block(h, emb)

@@ -218,7 +218,7 @@ def test_ddim_invert_exact_for_x_independent_model(spacing):
     torch.testing.assert_close(traj[-1], xT, rtol=0, atol=0)
 
 
-def test_ddim_invert_round_trip_error_shrinks_with_steps():
+def test_ddim_invert_round_trip_error_shrinks_with_steps(one_thread):
     """For data N(0, s² I) the exact ε(x_t) = √(1-ᾱ) x_t/(ᾱ s² + 1 - ᾱ) depends on x_t; inversion is then only
     first-order accurate and the round-trip error must decrease as the number of steps grows."""
     s2 = 0.25

@@ -278,7 +278,7 @@ def _ks_critical(n: int, m: int, alpha: float = 1e-4) -> float:
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
-def test_forward_chain_matches_q_sample(name):
+def test_forward_chain_matches_q_sample(name, one_thread):
     """x_t = √α_t x_{t-1} + √(1-α_t) ε run step by step has the law of q_sample(x_0, t) (chapter 01, by induction).
 
     x_0 is drawn from a two-point distribution (±0.8) so that x_t is a non-Gaussian mixture at small t.

@@ -8,6 +8,15 @@ import torch
 from ddpm_lib.models import MLPDenoiser, UNet, sinusoidal_embedding
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread avoids OpenMP hand-offs that dominate on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------- time embedding
 
 
@@ -91,6 +100,28 @@ def test_mlp_accepts_images_and_reshapes_back():
     out = model(x, t)
     assert out.shape == (5, 1, 8, 8)
     torch.testing.assert_close(out.reshape(5, 64), model(x.reshape(5, 64), t))
+
+
+def test_mlp_input_fourier_features():
+    torch.manual_seed(0)
+    plain = MLPDenoiser(2, input_emb_dim=0)
+    assert plain.inp.in_features == 2
+    torch.manual_seed(0)
+    ff = MLPDenoiser(2, input_emb_dim=8, input_emb_scale=10.0)
+    assert ff.inp.in_features == 2 * (1 + 8)
+    # the first layer sees [x, features of x_0, features of x_1]: check it against a hand-built input
+    x = torch.randn(3, 2)
+    t = torch.tensor([0, 5, 9])
+    feats = torch.cat([x, sinusoidal_embedding(10.0 * x[:, 0], 8), sinusoidal_embedding(10.0 * x[:, 1], 8)], 1)
+    seen = {}
+    ff.inp.register_forward_hook(lambda mod, inp, out: seen.update(inp=inp[0]))  # returns None
+    ff(x, t)
+    torch.testing.assert_close(seen["inp"], feats)
+    for bad in (1, -2, 2.0):
+        with pytest.raises(ValueError, match="input_emb_dim"):
+            MLPDenoiser(2, input_emb_dim=bad)
+    with pytest.raises(ValueError, match="input_emb_scale"):
+        MLPDenoiser(2, input_emb_scale=0.0)
 
 
 def test_mlp_scalar_t_is_broadcast():
