@@ -32,7 +32,8 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> torch.Tensor
     """The descending code indices visited by a ``steps``-step sampler (equal to diffusers' ``timestep_spacing``).
 
     - ``leading``: 0, r, 2r, ..., (steps-1) r with r = T // steps — never reaches T-1 when r > 1;
-    - ``trailing``: round(T - k T/steps) - 1 for k = 0..steps-1 — always starts at T-1 (Lin et al. 2024);
+    - ``trailing``: round(T - k T/steps) - 1 for k = 0..steps-1 — always starts at T-1 (Lin et al. 2024); equal to
+      diffusers' entries, without the spurious last entry -1 that its ``np.arange`` produces for some (T, steps);
     - ``linspace``: round(linspace(0, T-1, steps)) — both ends included.
     """
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
@@ -43,7 +44,9 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> torch.Tensor
     if spacing == "leading":
         ts = (np.arange(0, steps) * (T // steps)).round()[::-1]
     elif spacing == "trailing":
-        ts = np.round(np.arange(T, 0, -T / steps)) - 1
+        # diffusers writes np.arange(T, 0, -T/steps), which float rounding can lengthen by one entry (index -1,
+        # e.g. T=15, steps=13); the k-th entry T + k(-T/steps) is the same number as written here.
+        ts = np.round(T - np.arange(steps) * (T / steps)) - 1
     else:
         ts = np.linspace(0, T - 1, steps).round()[::-1]
     return torch.from_numpy(ts.astype(np.int64).copy())
