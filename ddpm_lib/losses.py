@@ -74,12 +74,12 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
     lower = (x - half_width - means) * inv_stdv
     log_cdf_upper = torch.special.log_ndtr(upper)               # log Φ(upper): first bin
     log_one_minus_cdf_lower = torch.special.log_ndtr(-lower)    # log (1 - Φ(lower)): last bin
-    # Middle bins: Φ(upper) - Φ(lower), taken from the tail on the side of the mean where it does not cancel.
-    centre = (x - means) * inv_stdv
-    prob = torch.where(centre > 0, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
-                       torch.special.ndtr(upper) - torch.special.ndtr(lower))
-    log_mid_pdf = -0.5 * centre ** 2 - 0.5 * math.log(2 * math.pi) + math.log(2 * half_width) + torch.log(inv_stdv)
-    log_mid = torch.where(prob > 1e-280, torch.log(prob.clamp(min=1e-300)), log_mid_pdf)
+    # Middle bins: log(Φ(upper) - Φ(lower)) = log Φ(a) + log(1 - exp(log Φ(b) - log Φ(a))), taken in the tail on
+    # the side of the mean where it does not cancel (a = upper, b = lower below the mean; a = -lower, b = -upper above).
+    below = (x - means) <= 0
+    log_a = torch.where(below, log_cdf_upper, log_one_minus_cdf_lower)
+    log_b = torch.where(below, torch.special.log_ndtr(lower), torch.special.log_ndtr(-upper))
+    log_mid = log_a + torch.log(-torch.expm1(log_b - log_a))
     out = torch.where(k <= 0, log_cdf_upper, torch.where(k >= num_bins - 1, log_one_minus_cdf_lower, log_mid))
     return out.to(dtype)
 

@@ -162,7 +162,8 @@ def train(
     replacement.  ``labels`` (N,) long, optional: the class of each example, passed to the model as
     ``y``; with ``p_uncond > 0`` each label is replaced by the null label (``model.null_label``, or
     ``null_label``) with that probability.  The loss is ``p_losses(model, sched, x_0, t, ε,
-    objective, loss_weighting, y)``; the optimiser is AdamW(lr, weight_decay); gradients are clipped
+    objective, loss_weighting, y)``; the optimiser is AdamW(lr, weight_decay) (the default lr 2e-4 is
+    Ho et al.'s; the short CPU runs of chapter 05 train faster with 1e-3 to 2e-3); gradients are clipped
     to norm ``grad_clip`` (None: no clipping); ``ema_decay=None`` disables the EMA.
 
     All randomness comes from ``seed`` (a CPU ``torch.Generator`` for the batch indices, t, ε and

@@ -157,6 +157,24 @@ def test_ddim_timesteps_match_diffusers(spacing, Tn, steps):
     assert ddim_timesteps(Tn, steps, spacing).tolist() == theirs
 
 
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_ddim_timesteps_match_diffusers_sweep(spacing):
+    """Every 1 <= steps <= T for T <= 120, and every steps for T = 999 and 1000 (rounding ties included:
+    e.g. T = 999, steps = 50 has the trailing entry round(499.5 ± ulp) - 1, where only diffusers' own arithmetic
+    gives its answer). Same exception as above for diffusers' spurious final -1."""
+    bad = []
+    for Tn in list(range(1, 121)) + [999, 1000]:
+        s = diffusers.DDIMScheduler(num_train_timesteps=Tn, timestep_spacing=spacing)
+        for steps in range(1, Tn + 1):
+            s.set_timesteps(steps)
+            theirs = s.timesteps.tolist()
+            if len(theirs) == steps + 1 and spacing == "trailing" and theirs[-1] == -1:
+                theirs = theirs[:steps]
+            if ddim_timesteps(Tn, steps, spacing).tolist() != theirs:
+                bad.append((Tn, steps))
+    assert not bad, f"{len(bad)} (T, steps) differ from diffusers, e.g. {bad[:5]}"
+
+
 # ---------------------------------------------------------------- diffusers' previous-step bug
 
 
