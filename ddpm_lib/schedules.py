@@ -94,7 +94,7 @@ class NoiseSchedule:
 
     def __init__(self, betas: torch.Tensor):
         if not isinstance(betas, torch.Tensor):
-            betas = torch.as_tensor(betas)
+            betas = torch.as_tensor(betas, dtype=torch.float64)  # Python floats never pass through float32
         if betas.ndim != 1 or betas.numel() == 0:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
         betas = betas.detach().to(device="cpu", dtype=torch.float64)
