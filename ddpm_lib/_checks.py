@@ -9,7 +9,7 @@ import torch
 def check_choice(name: str, value, allowed) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)!r}, got {value!r}")
+        raise ValueError(f"{name} must be one of {sorted(allowed, key=repr)!r}, got {value!r}")
 
 
 def check_timesteps(t, T: int, name: str = "t"):

@@ -44,9 +44,9 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> torch.Tensor
     if spacing == "leading":
         ts = (np.arange(0, steps) * (T // steps)).round()[::-1]
     elif spacing == "trailing":
-        # diffusers writes np.arange(T, 0, -T/steps), which float rounding can lengthen by one entry (index -1,
-        # e.g. T=15, steps=13); the k-th entry T + k(-T/steps) is the same number as written here.
-        ts = np.round(T - np.arange(steps) * (T / steps)) - 1
+        # diffusers' np.arange(T, 0, -T/steps), cut to `steps` entries: float rounding can lengthen the range
+        # by one entry, index -1 (e.g. T=15, steps=13), which diffusers keeps and we drop.
+        ts = (np.round(np.arange(T, 0, -T / steps)) - 1)[:steps]
     else:
         ts = np.linspace(0, T - 1, steps).round()[::-1]
     return torch.from_numpy(ts.astype(np.int64).copy())
@@ -77,6 +77,8 @@ def ddim_step(sched: NoiseSchedule, model_output: torch.Tensor, t: int, t_prev: 
     Returns ``(x_prev, x_start)``.
     """
     if isinstance(t, torch.Tensor):
+        if t.numel() != 1:
+            raise TypeError(f"t must be an int (one step for the whole batch), got a tensor of shape {tuple(t.shape)}")
         t = int(t)
     if isinstance(t_prev, torch.Tensor):
         t_prev = int(t_prev)

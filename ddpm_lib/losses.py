@@ -42,6 +42,11 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     if tensor is None:
         raise TypeError("normal_kl needs at least one torch.Tensor argument")
     logvar1, logvar2 = (a if isinstance(a, torch.Tensor) else torch.tensor(a, dtype=tensor.dtype) for a in (logvar1, logvar2))
+    try:
+        torch.broadcast_shapes(*(a.shape for a in (mean1, logvar1, mean2, logvar2) if isinstance(a, torch.Tensor)))
+    except RuntimeError:
+        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else () for a in (mean1, logvar1, mean2, logvar2)]
+        raise ValueError(f"mean1, logvar1, mean2, logvar2 must broadcast, got shapes {shapes}") from None
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
@@ -62,7 +67,11 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
         raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
     check_same_shape(means, x, "means", "x")
-    log_scales = torch.as_tensor(log_scales, dtype=x.dtype, device=x.device).expand_as(x)
+    log_scales = torch.as_tensor(log_scales, dtype=x.dtype, device=x.device)
+    try:
+        log_scales = log_scales.expand_as(x)
+    except RuntimeError:
+        raise ValueError(f"log_scales of shape {tuple(log_scales.shape)} does not broadcast to x of shape {tuple(x.shape)}") from None
     if (x.abs() > 1 + 1e-6).any():
         raise ValueError("x must lie in [-1, 1] (data scaled from its grey levels)")
     dtype = x.dtype

@@ -153,7 +153,7 @@ def test_posterior_log_variance_clipped(sched):
 
 
 def test_posterior_mean_coefficients_sum(sched):
-    """coef1 √ᾱ_t... : the posterior mean of a noise-free x_t = √ᾱ_t x_0 is √ᾱ_{t-1} x_0."""
+    """coef1 + coef2 √ᾱ_t = √ᾱ_{t-1}: the posterior mean of a noise-free x_t = √ᾱ_t x_0 is √ᾱ_{t-1} x_0."""
     lhs = sched.posterior_mean_coef1 + sched.posterior_mean_coef2 * sched.sqrt_alphas_cumprod
     torch.testing.assert_close(lhs, sched.alphas_cumprod_prev.sqrt(), rtol=1e-12, atol=0)
 
