@@ -48,10 +48,11 @@ def test_training_lowers_the_loss():
     tm = E.train_toy_model("moons", seed=0, steps=300, T=100, hidden_dim=64, num_layers=2, batch_size=128,
                            n_train=2000, lr=2e-3)
     hist = tm.result.loss_history
-    # L_simple starts near E||eps||^2 / d = 1 for an untrained network; the mean over the last 50 steps is
-    # well below the first 50 (measured: about 1.0 -> 0.5); a generous margin for other machines.
-    assert hist[:50].mean() > 0.8
-    assert hist[-50:].mean() < 0.8 * hist[:50].mean()
+    # L_simple starts near E||eps||^2 / d = 1 for an untrained network (measured: 0.91 over the first 5 steps),
+    # and falls (0.41 over the first 50 steps, 0.24 over the last 50); generous margins for other machines.
+    assert hist[:5].mean() > 0.7
+    assert hist[-50:].mean() < 0.5 * hist[:5].mean()
+    assert hist[-50:].mean() < hist[:50].mean()
 
 
 @pytest.mark.parametrize("objective", ["pred_x0", "pred_v"])
@@ -157,10 +158,10 @@ def test_toy_quality_of_data_itself_is_near_the_floor():
 def test_digits_quality_of_the_test_split_and_of_noise():
     xte, _ = load_digits("test")
     xtr, _ = load_digits("train")
-    q = E.digits_quality(xte)
+    q = E.digits_quality(xte, floor_repeats=1)
     assert q["n"] == 360 and q["classes_covered"] == 10 and sum(q["histogram"]) == 360
     assert q["memorized"] <= 0.05  # held-out digits are not copies of training digits
-    q_copy = E.digits_quality(xtr[:360])
+    q_copy = E.digits_quality(xtr[:360], floor_repeats=1)
     assert q_copy["memorized"] == 1.0  # training images are flagged as copies of themselves
     noise = torch.rand(360, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert E.digits_quality(noise)["ratio"] > 10
+    assert E.digits_quality(noise, floor_repeats=1)["ratio"] > 10
