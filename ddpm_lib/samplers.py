@@ -1,7 +1,7 @@
 """Ancestral (DDPM) sampling: Algorithm 2 (x0-prediction) and Algorithm 4 (ε-prediction) of the source series.
 
 One step draws x_{t-1} ~ p_θ(x_{t-1}|x_t) = N(μ̃(x_t, x̂_0), σ_t² I) where x̂_0 comes from the model
-(chapter 06, eq. ``eq-ddpm-sample-step``; chapter 04 writes the same step with ε̂, eq. ``eq-mu-from-eps``).
+(chapter 04, eqs. ``eq-mu-from-eps`` and ``eq-sample-step-eps``; chapter 03 writes it with x̂_0, eq. ``eq-x0-sample-step``).
 σ_t² is β̃_t (``"fixed_small"``) or β_t (``"fixed_large"``), the two choices of Ho et al. (2020), §3.2.
 """
 
