@@ -76,7 +76,8 @@ def _table(header, rows) -> str:
 
 def mixture_part(quick: bool, record):
     steps = 40 if quick else E.MIXTURE_STEPS
-    n, chunk = (400, 200) if quick else (10_000, 2000)
+    chunk = 200 if quick else 1000
+    n_main, n_side = (8 * chunk, 4 * chunk) if quick else (20 * chunk, 10 * chunk)
     rows = []
     models = {}
     for objective in ("pred_noise", "pred_x0", "pred_v"):
@@ -85,6 +86,7 @@ def mixture_part(quick: bool, record):
         record(f"mixture_train_wall_s_{objective}", models[objective].seconds)
         record(f"mixture_train_cpu_s_{objective}", c.cpu)
     main = models["pred_noise"]
+    record("mixture_steps", steps)
     mixture = make_gaussian_mixture(E.MIXTURE)
     variants = [("MLP, EMA weights", main.model, "pred_noise"), ("MLP, raw weights", main.raw_model, "pred_noise"),
                 ("MLP, pred_x0, EMA", models["pred_x0"].model, "pred_x0"),
@@ -92,25 +94,30 @@ def mixture_part(quick: bool, record):
                 ("exact denoiser", OracleDenoiser(mixture, main.sched), "pred_noise")]
     keys = ["ema", "raw", "pred_x0", "pred_v", "oracle"]
     for key, (label, model, objective) in zip(keys, variants):
+        n = n_main if key in ("ema", "oracle") else n_side
         with Clock() as c:
             x = p_sample_loop(model, main.sched, (n, 2), objective=objective, clip_denoised=False, progress=False,
                               generator=torch.Generator().manual_seed(1))
-        q = E.toy_quality(x, E.MIXTURE, chunk=chunk, seed=2)
+        q = E.toy_quality(x, E.MIXTURE, chunk=chunk, seed=2, floor_repeats=n_main // chunk)
         record(f"mixture_sw2_{key}", q["sw2"])
         record(f"mixture_ratio_{key}", q["ratio"])
         record(f"mixture_sample_cpu_s_{key}", c.cpu)
         train_s = models[objective].seconds if key != "oracle" else 0.0
         bar = "≤ 1.2" if key == "ema" else ""
         status = ("pass" if q["ratio"] <= 1.2 and train_s <= MIXTURE_BAR_S else "not reached") if key == "ema" else ""
-        rows.append([label, f"{q['sw2']:.4f} ± {q['sw2_std']:.4f}", f"{q['floor']:.4f} ± {q['floor_std']:.4f}",
-                     _fmt(q["ratio"], 2), bar, status, "—" if key == "oracle" else f"{train_s:.0f}", f"{c.cpu:.0f}"])
+        rows.append([label, f"{q['sw2']:.4f} ± {q['sw2_std']:.4f} ({q['chunks']})",
+                     f"{q['floor']:.4f} ± {q['floor_std']:.4f}", _fmt(q["ratio"], 2), bar, status,
+                     "—" if key == "oracle" else f"{train_s:.0f}", f"{c.cpu:.0f} ({n})"])
         print(label, rows[-1], flush=True)
     record("mixture_floor", q["floor"])
-    header = ["2-D mixture (8 Gaussians), T = 1000", "SW2 (mean ± std over chunks)", "floor", "ratio", "bar",
-              "status", "training s", f"sampling CPU s ({n} points)"]
-    note = (f"MLP of `train_mixture_model` ({steps} steps of batch 256, T = 1000, σ_t² = β̃_t); SW2 of {n} samples in "
-            f"chunks of {chunk}, each against a fresh draw of the data; floor: two fresh draws of {chunk} points, "
-            f"5 pairs. Bar: ratio ≤ 1.2 after ≤ {MIXTURE_BAR_S:.0f} s of training.")
+    header = ["2-D mixture (8 Gaussians), T = 1000", "SW2 (mean ± std over chunks, number of chunks)", "floor",
+              "ratio", "bar", "status", "training s", "sampling CPU s (points)"]
+    note = (f"MLP of `train_mixture_model` ({steps} steps of batch 256, T = 1000, σ_t² = β̃_t); SW2 in chunks of "
+            f"{chunk} samples, each against its own fresh draw of the data (the same draws for every row); floor: two "
+            f"fresh draws of {chunk} points, as many pairs as chunks. SW2 of separated clusters is heavy-tailed (a "
+            f"perfect sampler's ratio scatters by ±20 % with 10 chunks), hence 20 chunks for the main rows and the "
+            f"exact denoiser as the reference a perfect network would reach. Training s: wall-clock seconds of the "
+            f"loop on this machine. Bar: ratio ≤ 1.2 after ≤ {MIXTURE_BAR_S:.0f} s of training.")
     return note + "\n\n" + _table(header, rows), main.sched
 
 
@@ -143,6 +150,13 @@ def digits_part(quick: bool, ablation: bool, record):
             ["training time (s)", f"{dig.seconds:.0f}", "", "", f"≤ {DIGITS_BAR_S:.0f}",
              "pass" if dig.seconds <= DIGITS_BAR_S else "over"],
             [f"sampling CPU s ({n} samples, {dig.sched.T} steps)", f"{cs.cpu:.0f}", "", "", "", ""]]
+    # where the distance comes from: the share of pixels at the brightest grey level (16), samples vs training set
+    top_samples = (E.to_levels(x) == DIGITS_LEVELS - 1).double().mean().item()
+    top_train = (E.to_levels(train_x) == DIGITS_LEVELS - 1).double().mean().item()
+    record("digits_top_level_samples", top_samples)
+    record("digits_top_level_train", top_train)
+    rows.append(["pixels at the brightest level (16)", f"{100 * top_samples:.1f} %", f"{100 * top_train:.1f} % (train)",
+                 "", "", ""])
     header = ["8×8 digits", "value", "floor", "ratio", "bar", "status"]
     note = (f"UNet of `train_digits_model` ({dig.config['width']} base channels, {steps} steps of batch "
             f"{dig.config['batch_size']}, T = {dig.sched.T}); {n} samples (σ_t² = β̃_t, x̂_0 clipped) against the 360 "

@@ -3,7 +3,7 @@
 One step from code index t to t_prev (t_prev = -1 means ᾱ_prev = 1, i.e. the clean data):
 
     x_prev = √ᾱ_prev x̂_0 + √(1 - ᾱ_prev - σ_t²) ε̂ + σ_t z,
-    σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_prev)                     (chapter 08, eqs. eq-ddim-step [planned label: chapter not yet written], eq-ddim-sigma [planned label: chapter not yet written])
+    σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_prev)                     (chapter 08, eqs. ``eq-ddim-step``, ``eq-ddim-sigma``)
 
 η = 1 gives the DDPM posterior variance between the two steps, η = 0 a deterministic map.
 Unlike diffusers' ``DDIMScheduler`` (which takes ``t - T // steps`` as the previous step), the previous step is the
@@ -53,7 +53,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> torch.Tensor
 
 
 def ddim_sigma(sched: NoiseSchedule, t: int, t_prev: int, eta: float) -> float:
-    """σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t) · (1 - ᾱ_t/ᾱ_prev)) (chapter 08, eq. eq-ddim-sigma [planned label: chapter not yet written])."""
+    """σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t) · (1 - ᾱ_t/ᾱ_prev)) (chapter 08, eq. ``eq-ddim-sigma``)."""
     a_t = sched.alphas_cumprod[t].item()
     a_prev = sched.alphas_cumprod[t_prev].item() if t_prev >= 0 else 1.0
     return eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
@@ -70,7 +70,7 @@ def _check_step(sched: NoiseSchedule, t, t_prev, eta) -> None:
 def ddim_step(sched: NoiseSchedule, model_output: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor, *,
               eta: float = 0.0, noise: torch.Tensor | None = None, objective: str = "pred_noise",
               clip_denoised: bool = True, generator: torch.Generator | None = None):
-    """One DDIM update from x_t (code index ``t``) to x_{t_prev} (chapter 08, eq. eq-ddim-step [planned label: chapter not yet written]).
+    """One DDIM update from x_t (code index ``t``) to x_{t_prev} (chapter 08, eq. ``eq-ddim-step``).
 
     x̂_0 and ε̂ come from :func:`ddpm_lib.diffusion.model_predictions`; with ``clip_denoised`` x̂_0 is clamped and
     ε̂ re-derived from it (diffusers' ``use_clipped_model_output=True``). ``noise`` is z, used only when σ_t > 0.

@@ -4,9 +4,9 @@ Both methods are written as wrappers that return a modified ε̂, so they work u
 :func:`ddpm_lib.samplers.p_sample_loop` and :func:`ddpm_lib.ddim.ddim_sample` (objective ``"pred_noise"``).
 
 - :class:`ClassifierFreeGuidance` (Ho & Salimans 2022): ε̃ = (1 + w) ε_θ(x_t, t, y) - w ε_θ(x_t, t, ∅)
-  (chapter 09, eq. eq-cfg [planned label: chapter not yet written]).
+  (chapter 09, eq. ``eq-cfg``).
 - :class:`ClassifierGuidance` (Dhariwal & Nichol 2021, §4.2): ε̃ = ε_θ(x_t, t) - s √(1-ᾱ_t) ∇_{x_t} log p_φ(y|x_t, t)
-  (chapter 09, eq. eq-classifier-guidance [planned label: chapter not yet written]), from the score view ε = -√(1-ᾱ_t) ∇ log q(x_t) of chapter 04.
+  (chapter 09, eq. ``eq-classifier-guidance``), from the score view ε = -√(1-ᾱ_t) ∇ log q(x_t) of chapter 04.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Classifier guidance (Dhariwal & Nichol 2021, §4) needs ∇_{x_t} log p_φ(y | x_t, t) at every noise level the sampler
 visits, so the classifier is trained on noised images x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε with t ~ U{0..T-1}, and told t
-(chapter 09, eq. eq-classifier-guidance [planned label: chapter not yet written]). A classifier trained on clean digits only would be asked about
+(chapter 09, eq. ``eq-classifier-guidance``). A classifier trained on clean digits only would be asked about
 inputs it never saw. :class:`NoisyClassifier` is a small time-conditioned MLP sized for the 8×8 digits on a CPU;
 :func:`train_noisy_classifier` trains it with cross-entropy on (x_t, t, y); :func:`noisy_accuracy` measures its
 accuracy at one noise level. Use it with :class:`ddpm_lib.guidance.ClassifierGuidance`.

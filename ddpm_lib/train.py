@@ -65,12 +65,17 @@ class EMA:
         current = model.state_dict()
         if shadow.keys() != current.keys():
             raise ValueError("model does not have the same parameters as the averaged model")
+        averaged, latest = [], []
         for name, value in current.items():
             s = shadow[name]
             if s.is_floating_point():
-                s.mul_(d).add_(value.detach().to(s.dtype), alpha=1.0 - d)
+                averaged.append(s)
+                latest.append(value.detach().to(s.dtype))
             else:
                 s.copy_(value)
+        if averaged:
+            # θ̄ + (1 - d)(θ - θ̄) = d θ̄ + (1 - d) θ, all tensors in one call (a Python loop costs more than the math)
+            torch._foreach_lerp_(averaged, latest, 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()
@@ -209,7 +214,8 @@ def train(
     data_dev = data.to(device=device, dtype=dtype)
     labels_dev = labels.to(device=device, dtype=torch.long) if labels is not None else None
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # foreach=True: one fused call per state tensor list instead of a Python loop over parameters (also on CPU)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     ema = EMA(model, ema_decay, warmup=ema_warmup) if ema_decay is not None else None
     gen = torch.Generator().manual_seed(seed)
     N = data.shape[0]

@@ -108,8 +108,32 @@ for line in dist.requires or []:
         assert req.specifier.contains(have, prereleases=True), f"ddpm_lib needs {req}, found {have}"
 print(f"ddpm_lib {dist.version} from the wheel ({where}); dependencies of ddpm_lib[all] satisfied")
 PY
-    run_pytest require "$TPY" -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
-      -p no:cacheprovider -q ./*.ipynb
+    # Two shards in parallel, one per CPU core (each notebook runs torch on one thread): notebooks
+    # 1, 3, 5, ... in one pytest process and 2, 4, 6, ... in the other, each with its own kernels.
+    shard_rc=()
+    pids=()
+    for shard in 0 1; do
+      mine=()
+      i=0
+      for nb in ./*.ipynb; do
+        (( i % 2 == shard )) && mine+=("$nb")
+        i=$((i + 1))
+      done
+      [[ ${#mine[@]} -gt 0 ]] || continue
+      "$TPY" -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+        -p no:cacheprovider -q "${mine[@]}" > "$TMP/nbval-$shard.log" 2>&1 &
+      pids+=("$shard:$!")
+    done
+    failed=0
+    for entry in "${pids[@]}"; do
+      shard="${entry%%:*}"
+      rc=0
+      wait "${entry#*:}" || rc=$?
+      echo "--- nbval shard $shard (exit $rc) ---"
+      cat "$TMP/nbval-$shard.log"
+      [[ $rc -eq 0 ]] || failed=1
+    done
+    [[ $failed -eq 0 ]] || die "nbval failed (see the shard logs above)"
   )
 fi
 end

@@ -15,8 +15,8 @@ Every function checks its steps symbolically and returns the verified expression
 with 0 < ᾱ_t < ᾱ_{t-1} ≤ 1: the previous step need not be adjacent (a subsequence of timesteps); for the
 adjacent case ᾱ_t = α_t ᾱ_{t-1} is substituted and the results are compared with chapter 03's posterior.
 
-Equations (labels of chapter 08): eq-ddim-family [planned label: chapter not yet written], eq-ddim-marginal-conditions [planned label: chapter not yet written], eq-ddim-coefficients [planned label: chapter not yet written],
-eq-ddim-step [planned label: chapter not yet written], eq-ddim-sigma [planned label: chapter not yet written], eq-ddim-sigma-hat [planned label: chapter not yet written].
+Equations (labels of chapter 08): ``eq-ddim-family``, ``eq-ddim-marginal-conditions``, ``eq-ddim-coefficients``,
+``eq-ddim-step``, ``eq-ddim-sigma``, ``eq-sigma-hat``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def marginal_conditions():
 
     If x_t | x_0 ~ N(√ᾱ_t x_0, 1-ᾱ_t) and x_{t-1} | x_t, x_0 ~ N(k x_0 + m x_t, σ²), then x_{t-1} | x_0 is
     Gaussian with mean k x_0 + m √ᾱ_t x_0 and variance m²(1-ᾱ_t) + σ² (law of total expectation/variance).
-    Matching N(√ᾱ_{t-1} x_0, 1-ᾱ_{t-1}) for every x_0 gives (chapter 08, eq. eq-ddim-marginal-conditions [planned label: chapter not yet written]):
+    Matching N(√ᾱ_{t-1} x_0, 1-ᾱ_{t-1}) for every x_0 gives (chapter 08, eq. ``eq-ddim-marginal-conditions``):
 
         k + m √ᾱ_t = √ᾱ_{t-1},        m² (1-ᾱ_t) + σ² = 1 - ᾱ_{t-1}.
     """
@@ -116,7 +116,7 @@ class DDIMCoefficients:
 
 @lru_cache(maxsize=None)
 def solve_ddim_coefficients() -> DDIMCoefficients:
-    """Solve :func:`marginal_conditions` for k and m (chapter 08, eq. eq-ddim-coefficients [planned label: chapter not yet written]).
+    """Solve :func:`marginal_conditions` for k and m (chapter 08, eq. ``eq-ddim-coefficients``).
 
         m = √(1-ᾱ_{t-1}-σ²) / √(1-ᾱ_t),        k = √ᾱ_{t-1} - √ᾱ_t m.
 
@@ -149,7 +149,7 @@ def solve_ddim_coefficients() -> DDIMCoefficients:
 
 
 def ddim_mean_in_eps():
-    """The mean k x_0 + m x_t written with the noise ε of x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε (eq. eq-ddim-step [planned label: chapter not yet written]):
+    """The mean k x_0 + m x_t written with the noise ε of x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε (eq. ``eq-ddim-step``):
 
         k x_0 + m x_t = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}-σ²) ε.
 
@@ -169,7 +169,7 @@ def sigma_tilde_squared():
 
 
 def ddim_sigma_expr():
-    """σ_t = η σ̃_t (chapter 08, eq. eq-ddim-sigma [planned label: chapter not yet written]), as implemented by :func:`ddpm_lib.ddim.ddim_sigma`."""
+    """σ_t = η σ̃_t (chapter 08, eq. ``eq-ddim-sigma``), as implemented by :func:`ddpm_lib.ddim.ddim_sigma`."""
     return eta * sp.sqrt(sigma_tilde_squared())
 
 
@@ -291,7 +291,7 @@ def markovian_sigmas():
 
 # --- the σ̂ row of the DDIM paper's Table 1 ----------------------------------------------------
 def sigma_hat_squared():
-    """σ̂_t² = 1 - ᾱ_t/ᾱ_{t-1}: the β of the skipped step (DDPM's σ² = β_t with a subsequence; eq. eq-sigma-hat [planned label: chapter not yet written]).
+    """σ̂_t² = 1 - ᾱ_t/ᾱ_{t-1}: the β of the skipped step (DDPM's σ² = β_t with a subsequence; eq. ``eq-sigma-hat``).
 
     σ̂² ≥ σ̃² since σ̃²/σ̂² = (1-ᾱ_{t-1})/(1-ᾱ_t) ≤ 1 (checked). Returns σ̂².
     """
@@ -303,7 +303,7 @@ def sigma_hat_squared():
 def sigma_hat_direction_term():
     """1 - ᾱ_{t-1} - σ̂² = ᾱ_t/ᾱ_{t-1} - ᾱ_{t-1}: negative whenever ᾱ_{t-1}² > ᾱ_t.
 
-    So σ̂ cannot be plugged into eq. eq-ddim-step [planned label: chapter not yet written] (the square root of the direction term would be imaginary on
+    So σ̂ cannot be plugged into eq. ``eq-ddim-step`` (the square root of the direction term would be imaginary on
     large skips at low noise). The DDIM paper's code keeps the η = 1 mean (the skipped step's posterior mean)
     and only enlarges the noise to σ̂; chapter 08 does the same. Returns the simplified term.
     """
@@ -317,7 +317,7 @@ def ddim_step_numeric(abar_t: float, abar_prev: float, eta_value: float):
     """The DDIM step's coefficients at numbers, evaluated from the SymPy expressions.
 
     Returns ``(coef_x0, coef_eps, sigma_t, k, m)``: x_{t-1} = coef_x0 x̂_0 + coef_eps ε̂ + σ_t z
-    (eq. eq-ddim-step [planned label: chapter not yet written]) and the same mean written as k x̂_0 + m x_t. ``abar_prev = 1`` is the last step.
+    (eq. ``eq-ddim-step``) and the same mean written as k x̂_0 + m x_t. ``abar_prev = 1`` is the last step.
     """
     sig = ddim_sigma_expr()
     coeffs = solve_ddim_coefficients()
