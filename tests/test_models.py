@@ -8,13 +8,8 @@ import torch
 from ddpm_lib.models import MLPDenoiser, UNet, sinusoidal_embedding
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread avoids OpenMP hand-offs that dominate on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: every test runs on one thread (the fixture of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- time embedding

@@ -13,13 +13,8 @@ from ddpm_lib.schedules import NoiseSchedule
 from ddpm_lib.train import EMA, TrainResult, drop_labels, load_checkpoint, save_checkpoint, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: one thread avoids OpenMP hand-offs that dominate on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: every test runs on one thread (the fixture of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
