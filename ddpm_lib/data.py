@@ -2,8 +2,6 @@
 
 - :class:`GaussianMixture` — isotropic Gaussian mixtures whose density, noised densities q(x_t),
   posterior means E[x_0 | x_t] and scores are all exact (chapters 04 and 06).
-- :class:`OracleDenoiser` — the exact ε-prediction for a Gaussian mixture: the "perfect network",
-  which separates the error of a sampler from the error of learning (chapter 06).
 - :func:`make_moons`, :func:`make_swiss_roll` — 2-D toy sets, standardised.
 - :func:`load_digits` — scikit-learn's bundled 8×8 digits in [-1, 1] with a fixed split (no download).
 - :func:`load_torchvision` — MNIST / CIFAR-10 when torchvision is installed (Colab only).
@@ -17,11 +15,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_timesteps
+from ._checks import check_choice, check_int
+from .likelihood import gaussian_log_density
+from .postprocess import from_levels
 
 __all__ = [
     "GaussianMixture",
-    "OracleDenoiser",
     "make_gaussian_mixture",
     "GAUSSIAN_MIXTURE_PRESETS",
     "make_moons",
@@ -31,12 +30,6 @@ __all__ = [
     "image_to_model_range",
     "load_torchvision",
 ]
-
-
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return n
 
 
 def _out_dtype(x: torch.Tensor) -> torch.dtype:
@@ -110,7 +103,7 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None, dtype=torch.float32) -> torch.Tensor:
         """``n`` independent draws, shape (n, d), in ``dtype`` (drawn in float64, then cast)."""
-        _check_n(n)
+        check_int("n", n)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return (self.means[k] + self.stds[k, None] * z).to(dtype)
@@ -124,10 +117,8 @@ class GaussianMixture:
 
     def _component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x; μ_k, s_k² I) for float64 x of shape (N, d): shape (N, K)."""
-        d = self.dim
-        var = self.stds**2
-        sq = ((x[:, None, :] - self.means[None, :, :]) ** 2).sum(-1)
-        return self.weights.log() - 0.5 * sq / var - 0.5 * d * torch.log(2 * math.pi * var)
+        var = (self.stds**2)[None, :, None]
+        return self.weights.log() + gaussian_log_density(x[:, None, :], self.means[None, :, :], var).sum(-1)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) for ``x`` of shape (..., d); returns shape (...), computed in float64."""
@@ -178,11 +169,7 @@ class GaussianMixture:
         var0 = (self.stds**2).to(x_t.device)
         v = ab * var0[None, :] + (1.0 - ab)  # (N or 1, K)
         resid = x_t[:, None, :] - ab.sqrt()[:, :, None] * means[None, :, :]  # (N, K, d)
-        logits = (
-            self.weights.log().to(x_t.device)
-            - 0.5 * (resid**2).sum(-1) / v
-            - 0.5 * self.dim * torch.log(2 * math.pi * v)
-        )
+        logits = self.weights.log().to(x_t.device) + gaussian_log_density(resid, 0.0, v[:, :, None]).sum(-1)
         resp = torch.softmax(logits, dim=1)  # (N, K)
         return ab, v, resid, resp
 
@@ -211,48 +198,6 @@ class GaussianMixture:
         ab, v, resid, resp = self._noised_terms(flat, alpha_bar)
         out = -(resp[:, :, None] * resid / v[:, :, None]).sum(1)
         return out.reshape(x.shape).to(_out_dtype(x))
-
-
-class OracleDenoiser:
-    """The exact ε-prediction for data drawn from a :class:`GaussianMixture` (chapter 06).
-
-    ``model(x_t, t)`` returns ε*(x_t, t) = E[ε | x_t] = (x_t - √ᾱ_t E[x_0 | x_t]) / √(1 - ᾱ_t),
-    with ᾱ_t = ``sched.alphas_cumprod[t]``: the minimiser of L_simple, i.e. what a perfect network
-    would output.  With it the DDPM and DDIM samplers reproduce the mixture up to their own
-    discretisation error.  ``objective`` selects what it predicts: ``"pred_noise"`` (ε*),
-    ``"pred_x0"`` (E[x_0 | x_t]) or ``"pred_v"`` (√ᾱ ε* - √(1-ᾱ) E[x_0 | x_t]).  Computed in float64,
-    returned in ``x_t``'s dtype.  A plain callable, not an ``nn.Module`` (it has no parameters).
-    """
-
-    def __init__(self, mixture: GaussianMixture, sched, objective: str = "pred_noise"):
-        if not isinstance(mixture, GaussianMixture):
-            raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-        if not hasattr(sched, "alphas_cumprod"):
-            raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
-        check_choice("objective", objective, {"pred_noise", "pred_x0", "pred_v"})
-        self.mixture = mixture
-        self.sched = sched
-        self.objective = objective
-
-    def __call__(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
-        if not isinstance(x_t, torch.Tensor):
-            raise TypeError(f"x_t must be a tensor, got {type(x_t).__name__}")
-        if x_t.ndim != 2:
-            raise ValueError(f"x_t must have shape (B, {self.mixture.dim}), got shape {tuple(x_t.shape)}")
-        t = check_timesteps(t, self.sched.T)
-        if t.shape[0] not in (1, x_t.shape[0]):
-            raise ValueError(f"t has batch size {t.shape[0]} but x_t has batch size {x_t.shape[0]}")
-        ab = self.sched.alphas_cumprod[t.cpu()].expand(x_t.shape[0]).to(x_t.device)[:, None]
-        x = x_t.to(torch.float64)
-        x0 = self.mixture.posterior_mean_x0(x, ab)
-        eps = (x - ab.sqrt() * x0) / (1.0 - ab).sqrt()
-        if self.objective == "pred_noise":
-            out = eps
-        elif self.objective == "pred_x0":
-            out = x0
-        else:
-            out = ab.sqrt() * eps - (1.0 - ab).sqrt() * x0
-        return out.to(x_t.dtype)
 
 
 def _eight_gaussians() -> GaussianMixture:
@@ -336,7 +281,7 @@ def make_moons(n: int, noise: float = 0.05, generator: Optional[torch.Generator]
     divided by one common scale √((var_x + var_y)/2), so the shape is kept and the average variance
     per coordinate is 1.
     """
-    _check_n(n)
+    check_int("n", n)
     noise = _check_noise(noise)
     n_out = n // 2
     theta = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi
@@ -377,12 +322,37 @@ def make_swiss_roll(n: int, noise: float = 0.5, generator: Optional[torch.Genera
     scikit-learn).  Standardised like :func:`make_moons`: the exact population mean is subtracted and
     both coordinates are divided by one scale so that the average variance per coordinate is 1.
     """
-    _check_n(n)
+    check_int("n", n)
     noise = _check_noise(noise)
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     pts = _swiss_roll_curve(u) + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
     mean, var = _swiss_roll_moments(noise)
     return ((pts - mean) / var.mean().sqrt()).to(torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the 2-D toy sets of the recipes
+
+MIXTURE = "8gaussians"
+"""The book's reference 2-D Gaussian mixture (``make_gaussian_mixture("8gaussians")``)."""
+
+TOY_DATASETS = tuple(sorted(set(GAUSSIAN_MIXTURE_PRESETS) - {"2gaussians_1d"})) + ("moons", "swiss_roll")
+"""2-D toy sets a recipe can train on: the 2-D mixture presets, ``"moons"`` and ``"swiss_roll"``."""
+
+
+def toy_sampler(dataset: str = MIXTURE) -> Callable[[int, Optional[torch.Generator]], torch.Tensor]:
+    """``sample(n, generator=None) -> (n, 2)`` float32 points of a 2-D toy set (see :data:`TOY_DATASETS`).
+
+    Mixtures use :meth:`~ddpm_lib.data.GaussianMixture.sample`, moons and the swiss roll the functions of
+    :mod:`ddpm_lib.data` with their default noise.
+    """
+    check_choice("dataset", dataset, TOY_DATASETS)
+    if dataset == "moons":
+        return lambda n, generator=None: make_moons(n, generator=generator)
+    if dataset == "swiss_roll":
+        return lambda n, generator=None: make_swiss_roll(n, generator=generator)
+    mixture = make_gaussian_mixture(dataset)
+    return lambda n, generator=None: mixture.sample(n, generator=generator)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,14 +392,101 @@ def load_digits(split: str = "train"):
             np.arange(len(labels)), test_size=0.2, random_state=0, stratify=labels
         )
         idx = np.sort(train_idx if split == "train" else test_idx)
-    images = torch.from_numpy(values[idx] / 16.0 * 2.0 - 1.0).to(torch.float32)[:, None]
+    images = from_levels(torch.from_numpy(values[idx].astype(np.int64)), DIGITS_LEVELS)[:, None]
     return images, torch.from_numpy(labels[idx]).long()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST from Debian's dataset-fashion-mnist (chapter 10)
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's package ``dataset-fashion-mnist`` puts the four IDX files (``apt-get install dataset-fashion-mnist``)."""
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+"""The ten Fashion-MNIST classes, in label order (Xiao et al. 2017)."""
+
+_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes
+
+
+def read_idx(path, ndim: int) -> np.ndarray:
+    """An IDX file (the format of MNIST and Fashion-MNIST; gzip-compressed when the name ends in ``.gz``) as a
+    uint8 array with ``ndim`` dimensions.
+
+    The header is two zero bytes, the type code 0x08 (unsigned byte), the number of dimensions, then each size as a
+    big-endian uint32; the data follow. A file whose header or length does not match raises ``ValueError``
+    naming the file and what is wrong.
+    """
+    import gzip
+    from pathlib import Path
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip raises these for a truncated or corrupt archive
+        raise ValueError(f"{path}: cannot read the IDX file ({err})") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'}, "
+                         f"expected 000008{ndim:02x})")
+    if raw[3] != ndim:
+        raise ValueError(f"{path}: holds {raw[3]} dimensions, expected {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, the header alone needs {header})")
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    size = int(np.prod(shape))
+    if len(raw) - header != size:
+        raise ValueError(f"{path}: the header announces shape {shape}, i.e. {size} bytes of data, "
+                         f"but the file holds {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _fashion_file(root, name: str):
+    from pathlib import Path
+
+    for candidate in (Path(root) / (name + ".gz"), Path(root) / name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"Fashion-MNIST file {name}(.gz) not found in {root}. On Debian or Ubuntu install the data set with "
+        f"`sudo apt-get install dataset-fashion-mnist` (the book's `make book` and `make test` do this). "
+        f"In Colab, use `ddpm_lib.data.load_torchvision('fashion_mnist', download=True)` instead, "
+        f"or pass root= the folder that holds the four IDX files."
+    )
+
+
+def load_fashion_mnist(split: str = "train", root=None):
+    """Fashion-MNIST (Xiao et al. 2017) from its IDX files, scaled to [-1, 1] (chapter 10; no download).
+
+    Returns ``(images, labels)``: ``images`` float32 of shape (N, 1, 28, 28) with v ↦ v / 255 · 2 - 1 (the map of
+    :func:`image_to_model_range`), ``labels`` long (N,) in 0..9 (names in :data:`FASHION_MNIST_CLASSES`).
+    ``split`` is ``"train"`` (60 000 images) or ``"test"`` (10 000). ``root`` defaults to
+    :data:`FASHION_MNIST_DIR`, where Debian's ``dataset-fashion-mnist`` installs them; plain or ``.gz`` files are
+    read. Missing files raise ``FileNotFoundError`` naming the package (and, for Colab, the torchvision route);
+    malformed files raise ``ValueError`` (see :func:`read_idx`).
+    """
+    check_choice("split", split, set(_FASHION_FILES))
+    root = FASHION_MNIST_DIR if root is None else root
+    image_name, label_name = _FASHION_FILES[split]
+    images = read_idx(_fashion_file(root, image_name), 3)
+    labels = read_idx(_fashion_file(root, label_name), 1)
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"{image_name}: images must be 28x28, got {images.shape[1]}x{images.shape[2]}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{split} split: {images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{label_name}: labels must lie in 0..9, got a {int(labels.max())}")
+    return from_levels(torch.from_numpy(images.astype(np.int64)), 256)[:, None], torch.from_numpy(labels.astype(np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
 # torchvision data sets (Colab)
 
-_TORCHVISION_SETS = {"mnist": "MNIST", "cifar10": "CIFAR10"}
+_TORCHVISION_SETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 def image_to_model_range(image) -> torch.Tensor:
@@ -446,12 +503,11 @@ def image_to_model_range(image) -> torch.Tensor:
         arr = arr[:, :, None]
     if arr.ndim != 3:
         raise ValueError(f"image must have shape (H, W) or (H, W, C), got shape {arr.shape}")
-    x = torch.from_numpy(np.array(arr.transpose(2, 0, 1), dtype=np.float32))  # a writable copy
-    return x / 255.0 * 2.0 - 1.0
+    return from_levels(torch.from_numpy(np.array(arr.transpose(2, 0, 1), dtype=np.int64)), 256)
 
 
 def load_torchvision(name: str = "mnist", root: str = "./data", train: bool = True, download: bool = False):
-    """MNIST (1×28×28) or CIFAR-10 (3×32×32) as a torch ``Dataset`` of (image in [-1, 1], label).
+    """MNIST or Fashion-MNIST (1×28×28) or CIFAR-10 (3×32×32) as a torch ``Dataset`` of (image in [-1, 1], label).
 
     Uses torchvision, which the book only installs in Colab; ``download=True`` fetches the files into
     ``root``.  Images go through :func:`image_to_model_range`.

@@ -11,8 +11,12 @@ Both methods are written as wrappers that return a modified ε̂, so they work u
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
+from ._checks import check_positive
 from .schedules import NoiseSchedule, extract
 
 __all__ = ["ClassifierFreeGuidance", "ClassifierGuidance"]
@@ -30,8 +34,8 @@ class ClassifierFreeGuidance:
             null_label = getattr(model, "null_label", None)
         if null_label is None:
             raise ValueError("null_label must be given when the model has no `null_label` attribute")
-        if not isinstance(w, (int, float)) or isinstance(w, bool):
-            raise TypeError(f"w must be a number, got {type(w).__name__}")
+        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not math.isfinite(w):
+            raise TypeError(f"w must be a finite number, got {w!r}")
         self.model, self.w, self.null_label = model, float(w), int(null_label)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -48,9 +52,10 @@ class ClassifierGuidance:
     """ε̃(x, t, y) = ε(x, t) - s √(1-ᾱ_t) ∇_x log p_φ(y | x, t) with a noise-aware classifier φ(x, t) -> logits."""
 
     def __init__(self, model, classifier, sched: NoiseSchedule, scale: float):
-        if not scale >= 0:
-            raise ValueError(f"scale must be >= 0, got {scale!r}")
-        self.model, self.classifier, self.sched, self.scale = model, classifier, sched, float(scale)
+        if not isinstance(sched, NoiseSchedule):
+            raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
+        self.model, self.classifier, self.sched = model, classifier, sched
+        self.scale = check_positive("scale", scale, allow_zero=True)
 
     def grad_log_prob(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """∇_x log p_φ(y | x, t), one label per example."""

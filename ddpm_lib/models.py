@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import check_int
+
 __all__ = ["sinusoidal_embedding", "MLPDenoiser", "UNet"]
 
 
@@ -55,12 +57,6 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
 # shared helpers
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _prepare_t(t, batch: int, device) -> torch.Tensor:
     """``t`` as a float tensor of shape (batch,): an int, a 0-d tensor or a (1,) tensor is broadcast."""
     if not isinstance(t, torch.Tensor):
@@ -81,7 +77,7 @@ class _ClassEmbedding(nn.Module):
 
     def __init__(self, num_classes: int, dim: int):
         super().__init__()
-        self.num_classes = _check_positive_int("num_classes", num_classes)
+        self.num_classes = check_int("num_classes", num_classes)
         self.null_label = num_classes
         self.embedding = nn.Embedding(num_classes + 1, dim)
 
@@ -117,6 +113,28 @@ def _check_unconditional_y(y) -> None:
         raise ValueError("y was given but the model is unconditional (num_classes=None); pass y=None")
 
 
+class _Denoiser(nn.Module):
+    """What both denoisers share: the null label and the conditioning vector (time embedding plus label embedding).
+
+    Subclasses define ``time_mlp`` (sinusoidal features -> embedding) and ``class_emb`` (a ``_ClassEmbedding`` or
+    None).
+    """
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """Index of the "no label" row of the class embedding (``num_classes``), or None."""
+        return None if self.class_emb is None else self.class_emb.null_label
+
+    def _embed(self, t, y, x: torch.Tensor, sinusoid_dim: int) -> torch.Tensor:
+        """time_mlp(sinusoidal_embedding(t)) + the label's embedding (the null label when y is None)."""
+        t = _prepare_t(t, x.shape[0], x.device)
+        emb = self.time_mlp(sinusoidal_embedding(t, sinusoid_dim).to(x.dtype))
+        if self.class_emb is not None:
+            return emb + self.class_emb(y, x.shape[0], x.device).to(x.dtype)
+        _check_unconditional_y(y)
+        return emb
+
+
 # ---------------------------------------------------------------------------------------------
 # MLP
 
@@ -136,7 +154,7 @@ class _MLPBlock(nn.Module):
         return h + self.fc2(F.silu(z))
 
 
-class MLPDenoiser(nn.Module):
+class MLPDenoiser(_Denoiser):
     """Time-conditioned MLP for 2-D points and other flat data (chapter 05, Algorithm 3).
 
     ``forward(x, t, y=None)``: ``x`` of shape (B, data_dim) — or (B, C, H, W) with C·H·W = data_dim,
@@ -164,16 +182,16 @@ class MLPDenoiser(nn.Module):
         input_emb_scale: float = 25.0,
     ):
         super().__init__()
-        self.data_dim = _check_positive_int("data_dim", data_dim)
+        self.data_dim = check_int("data_dim", data_dim)
         if isinstance(input_emb_dim, bool) or not isinstance(input_emb_dim, int) or input_emb_dim == 1 or input_emb_dim < 0:
             raise ValueError(f"input_emb_dim must be 0 (no Fourier features) or an int >= 2, got {input_emb_dim!r}")
         if not input_emb_scale > 0:
             raise ValueError(f"input_emb_scale must be > 0, got {input_emb_scale!r}")
         self.input_emb_dim = input_emb_dim
         self.input_emb_scale = float(input_emb_scale)
-        _check_positive_int("hidden_dim", hidden_dim)
-        _check_positive_int("num_layers", num_layers)
-        self.time_emb_dim = _check_positive_int("time_emb_dim", time_emb_dim, minimum=2)
+        check_int("hidden_dim", hidden_dim)
+        check_int("num_layers", num_layers)
+        self.time_emb_dim = check_int("time_emb_dim", time_emb_dim, minimum=2)
         self.num_classes = num_classes
         self.time_mlp = nn.Sequential(
             nn.Linear(time_emb_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
@@ -183,11 +201,6 @@ class MLPDenoiser(nn.Module):
         self.blocks = nn.ModuleList([_MLPBlock(hidden_dim, hidden_dim) for _ in range(num_layers)])
         self.out_norm = nn.LayerNorm(hidden_dim)
         self.out = nn.Linear(hidden_dim, data_dim)
-
-    @property
-    def null_label(self) -> Optional[int]:
-        """Index of the "no label" row of the class embedding (``num_classes``), or None."""
-        return None if self.class_emb is None else self.class_emb.null_label
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -199,12 +212,7 @@ class MLPDenoiser(nn.Module):
             )
         shape = x.shape
         h = x.reshape(shape[0], self.data_dim)
-        t = _prepare_t(t, shape[0], x.device)
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim).to(h.dtype))
-        if self.class_emb is not None:
-            emb = emb + self.class_emb(y, shape[0], x.device).to(h.dtype)
-        else:
-            _check_unconditional_y(y)
+        emb = self._embed(t, y, x, self.time_emb_dim)
         if self.input_emb_dim:
             feats = sinusoidal_embedding(self.input_emb_scale * h.reshape(-1), self.input_emb_dim)
             h = torch.cat([h, feats.to(h.dtype).reshape(shape[0], -1)], dim=1)
@@ -288,7 +296,7 @@ class _Upsample(nn.Module):
         return F.interpolate(x, size=size, mode="nearest")
 
 
-class UNet(nn.Module):
+class UNet(_Denoiser):
     """A small UNet denoiser (Ronneberger et al. 2015, as adapted by Ho et al. 2020; chapter 05).
 
     Levels ``i = 0..len(channel_mults)-1`` work with ``base_channels * channel_mults[i]`` channels;
@@ -317,9 +325,9 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        _check_positive_int("base_channels", base_channels, minimum=2)
-        _check_positive_int("num_res_blocks", num_res_blocks)
+        self.in_channels = check_int("in_channels", in_channels)
+        check_int("base_channels", base_channels, minimum=2)
+        check_int("num_res_blocks", num_res_blocks)
         channel_mults = tuple(channel_mults)
         if not channel_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mults):
             raise ValueError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults!r}")
@@ -327,7 +335,7 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if time_emb_dim is None:
             time_emb_dim = 4 * base_channels
-        _check_positive_int("time_emb_dim", time_emb_dim)
+        check_int("time_emb_dim", time_emb_dim)
         self.base_channels = base_channels
         self.channel_mults = channel_mults
         self.num_classes = num_classes
@@ -369,11 +377,6 @@ class UNet(nn.Module):
         self.out_norm = nn.GroupNorm(_groups(ch), ch)
         self.out_conv = nn.Conv2d(ch, in_channels, 3, padding=1)
 
-    @property
-    def null_label(self) -> Optional[int]:
-        """Index of the "no label" row of the class embedding (``num_classes``), or None."""
-        return None if self.class_emb is None else self.class_emb.null_label
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a tensor, got {type(x).__name__}")
@@ -381,13 +384,7 @@ class UNet(nn.Module):
             raise ValueError(
                 f"x must have shape (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
-        B = x.shape[0]
-        t = _prepare_t(t, B, x.device)
-        emb = self.time_mlp(sinusoidal_embedding(t, self.base_channels).to(x.dtype))
-        if self.class_emb is not None:
-            emb = emb + self.class_emb(y, B, x.device).to(x.dtype)
-        else:
-            _check_unconditional_y(y)
+        emb = self._embed(t, y, x, self.base_channels)
 
         h = self.init_conv(x)
         skips = []

@@ -19,18 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import check_timesteps
+from ._checks import check_int, check_positive, check_seed, check_timestep
 from .diffusion import q_sample
 from .models import sinusoidal_embedding
 from .schedules import NoiseSchedule
 
 __all__ = ["NoisyClassifier", "NoisyClassifierResult", "train_noisy_classifier", "noisy_accuracy"]
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class NoisyClassifier(nn.Module):
@@ -45,10 +39,10 @@ class NoisyClassifier(nn.Module):
 
     def __init__(self, data_dim: int = 64, num_classes: int = 10, hidden_dim: int = 256, time_emb_dim: int = 64):
         super().__init__()
-        self.data_dim = _check_int("data_dim", data_dim)
-        self.num_classes = _check_int("num_classes", num_classes, minimum=2)
-        _check_int("hidden_dim", hidden_dim)
-        self.time_emb_dim = _check_int("time_emb_dim", time_emb_dim, minimum=2)
+        self.data_dim = check_int("data_dim", data_dim)
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        check_int("hidden_dim", hidden_dim)
+        self.time_emb_dim = check_int("time_emb_dim", time_emb_dim, minimum=2)
         self.time_mlp = nn.Sequential(nn.Linear(time_emb_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
         self.fc1 = nn.Linear(data_dim, hidden_dim)
         self.norm1 = nn.LayerNorm(hidden_dim)
@@ -116,12 +110,10 @@ def train_noisy_classifier(
         raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},), one label per image")
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integers (torch.long), got dtype {labels.dtype}")
-    _check_int("steps", steps)
-    _check_int("batch_size", batch_size)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int("steps", steps)
+    check_int("batch_size", batch_size)
+    check_positive("lr", lr)
+    seed = check_seed(seed)
     device = torch.device(device)
     classifier.to(device).train()
     x_all, y_all = images.to(device), labels.to(device).long()
@@ -152,9 +144,7 @@ def noisy_accuracy(classifier: nn.Module, sched: NoiseSchedule, images: torch.Te
                    *, generator: Optional[torch.Generator] = None) -> float:
     """Fraction of ``images`` noised to code index ``t`` (one ε per image, drawn with ``generator``) that
     ``classifier`` labels correctly. At t near T-1 it falls to chance (1/num_classes): x_t holds almost no signal."""
-    t = check_timesteps(t, sched.T)
-    if not isinstance(t, int):
-        raise TypeError("t must be an int (one noise level for all images)")
+    t = check_timestep(t, sched.T)
     if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},), one label per image")
     noise = torch.randn(images.shape, generator=generator).to(images.device)

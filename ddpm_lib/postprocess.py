@@ -16,7 +16,9 @@ import math
 
 import torch
 
-__all__ = ["unnormalize", "to_uint8", "to_pil", "make_grid", "quantize"]
+from ._checks import check_int
+
+__all__ = ["unnormalize", "to_uint8", "to_pil", "make_grid", "to_levels", "from_levels"]
 
 
 def _check_tensor(x, name: str = "x") -> torch.Tensor:
@@ -89,10 +91,8 @@ def make_grid(x: torch.Tensor, nrow: int = 8, padding: int = 1, pad_value: float
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch tensor, got {type(x).__name__}")
     x = _image_batch(x)
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow must be a positive int, got {nrow!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    nrow = check_int("nrow", nrow)
+    padding = check_int("padding", padding, 0)
     N, C, H, W = x.shape
     if N == 0:
         raise ValueError("x must hold at least one image")
@@ -106,15 +106,24 @@ def make_grid(x: torch.Tensor, nrow: int = 8, padding: int = 1, pad_value: float
     return grid
 
 
-def quantize(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Snap values in [-1, 1] to the nearest of ``levels`` evenly spaced grey levels (chapter 07).
+def to_levels(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer grey levels k ∈ {0, ..., levels-1} of data in [-1, 1], where level k sits at -1 + 2k/(levels-1)
+    (chapter 07): round((x + 1)/2 · (levels-1)) after clamping to [-1, 1], as a long tensor.
 
-    Level k ∈ {0, ..., levels-1} sits at k / (levels - 1) · 2 - 1; values are clamped to [-1, 1]
-    first.  ``levels=256`` is 8-bit images, ``levels=17`` the 8×8 digits (``DIGITS_LEVELS``).
-    The result has ``x``'s dtype.
+    ``levels=256`` is 8-bit images, ``levels=17`` the 8×8 digits (``ddpm_lib.data.DIGITS_LEVELS``).
     """
     x = _check_tensor(x)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an int >= 2, got {levels!r}")
-    k = ((x.clamp(-1, 1) + 1) / 2 * (levels - 1)).round()
-    return k / (levels - 1) * 2 - 1
+    levels = check_int("levels", levels, 2)
+    return torch.round((x.clamp(-1, 1) + 1) / 2 * (levels - 1)).long()
+
+
+def from_levels(k, levels: int) -> torch.Tensor:
+    """Grey levels k ∈ {0, ..., levels-1} (integers, any array) mapped to [-1, 1]: -1 + 2k/(levels-1), float32
+    (chapter 07; the inverse of :func:`to_levels`)."""
+    levels = check_int("levels", levels, 2)
+    k = torch.as_tensor(k)
+    if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+        raise TypeError(f"k must hold integer grey levels, got dtype {k.dtype}")
+    if k.numel() and (int(k.min()) < 0 or int(k.max()) > levels - 1):
+        raise ValueError(f"k must lie in 0..{levels - 1}, got values in {int(k.min())}..{int(k.max())}")
+    return k.to(torch.float32) / (levels - 1) * 2 - 1

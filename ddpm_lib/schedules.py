@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from ._checks import check_int
+
 __all__ = [
     "linear_beta_schedule",
     "cosine_beta_schedule",
@@ -22,18 +24,12 @@ __all__ = [
 ]
 
 
-def _check_T(T) -> int:
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive int, got {T!r}")
-    return T
-
-
 def linear_beta_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """β_t evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020, §4; chapter 01).
 
     Same as diffusers' ``beta_schedule="linear"``.
     """
-    _check_T(T)
+    T = check_int("T", T)
     if not (0.0 < beta_start < 1.0 and 0.0 < beta_end < 1.0):
         raise ValueError(f"beta_start and beta_end must lie in (0, 1), got {beta_start!r}, {beta_end!r}")
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
@@ -50,7 +46,7 @@ def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> t
 
     Equal to diffusers' ``beta_schedule="squaredcos_cap_v2"``.
     """
-    _check_T(T)
+    T = check_int("T", T)
     if s < 0:
         raise ValueError(f"s must be >= 0, got {s!r}")
     x = torch.arange(T + 1, dtype=torch.float64) / T
@@ -62,7 +58,7 @@ def sigmoid_beta_schedule(
     T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
 ) -> torch.Tensor:
     """ᾱ(t) follows a reversed, rescaled sigmoid (Jabri et al. 2022; lucidrains' ``sigmoid_beta_schedule``)."""
-    _check_T(T)
+    T = check_int("T", T)
     if not end > start:
         raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
     if tau <= 0:

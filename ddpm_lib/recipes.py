@@ -1,0 +1,236 @@
+"""Training recipes shared by chapters 05-11 and the benchmarks: each trains one model from scratch,
+deterministically, within a CPU budget, and returns a :class:`TrainedDiffusion` ready to sample.
+
+A chapter never reads files another notebook wrote: when it needs a trained model it calls one of these
+recipes.
+
+- :func:`train_toy_model` — a time-conditioned :class:`~ddpm_lib.models.MLPDenoiser` on a 2-D toy set
+  (a Gaussian mixture with an exact density, moons, swiss roll); :func:`train_mixture_model` is the same on
+  the book's reference mixture :data:`~ddpm_lib.data.MIXTURE` (chapters 05, 06, 08).
+- :func:`train_digits_model` — a denoiser of the 8×8 digits, unconditional or class-conditional with a
+  null label for classifier-free guidance (chapters 05, 07, 08, 09).
+
+Their quality is measured by :mod:`ddpm_lib.evaluation` (sample quality beside the data floors) and
+:mod:`ddpm_lib.likelihood` (bits/dim), in ``benchmarks/``; ``book/results/`` holds the figures.
+
+Every recipe is seeded: the same arguments give the same weights on the same machine and torch build
+(different builds may differ in the last bits, so chapters check trained-model numbers against generous
+thresholds, never digit by digit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ._checks import OBJECTIVES, VARIANCES, check_choice, check_int, check_probability, check_seed
+from .data import MIXTURE, TOY_DATASETS, load_digits, toy_sampler
+from .models import MLPDenoiser, UNet
+from .samplers import p_sample_loop
+from .schedules import NoiseSchedule
+from .train import TrainResult, train
+
+__all__ = [
+    "MIXTURE_STEPS",
+    "DIGITS_T",
+    "DIGITS_STEPS",
+    "DIGITS_ARCHS",
+    "TrainedDiffusion",
+    "make_schedule",
+    "train_toy_model",
+    "train_mixture_model",
+    "train_digits_model",
+]
+
+DIGITS_ARCHS = ("mlp", "unet")
+
+MIXTURE_STEPS = 8000
+"""Default training steps of :func:`train_mixture_model` / :func:`train_toy_model`: the budget of chapter 05's
+benchmark bar (SW2 within 1.2× of the floor after at most 60 s of CPU training), about 45 s of one CPU core."""
+
+DIGITS_T = 100
+"""Default number of diffusion steps of :func:`train_digits_model`: the linear schedule scaled to
+β_1 = 1e-3, β_T = 0.2 (:func:`make_schedule`). Chapter 07 explains the choice: with 17 grey levels, Ho et al.'s
+β_1 = 1e-4 (T = 1000) spends about a hundred steps below the grid spacing, where the bound pays for every step a
+smooth network does not snap to the grid. Pass ``T=1000`` for Ho et al.'s schedule."""
+
+DIGITS_STEPS = 1600
+"""Default training steps of :func:`train_digits_model` (about 3 minutes of one CPU core for the UNet)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the result of a recipe
+
+
+@dataclass
+class TrainedDiffusion:
+    """A trained denoiser with everything needed to sample from it (returned by every recipe).
+
+    - ``model``: the EMA-averaged network in eval mode — sample from this one;
+    - ``raw_model``: the network with its last weights (chapter 05 compares the two), in eval mode;
+    - ``sched``: the :class:`~ddpm_lib.schedules.NoiseSchedule` it was trained with;
+    - ``objective``: ``"pred_noise"``, ``"pred_x0"`` or ``"pred_v"``;
+    - ``clip_denoised``: the default for sampling: True for images in [-1, 1], False for 2-D toy data,
+      which extends beyond [-1, 1];
+    - ``data``: the training set (a tensor (N, ...)), ``labels`` (N,) or None;
+    - ``result``: the :class:`~ddpm_lib.train.TrainResult` (loss history, timesteps drawn, wall time);
+    - ``name``: the data set; ``num_classes``: None or 10 for a class-conditional digits model.
+    """
+
+    model: nn.Module
+    raw_model: nn.Module
+    sched: NoiseSchedule
+    objective: str
+    clip_denoised: bool
+    data: torch.Tensor
+    result: TrainResult
+    name: str
+    labels: Optional[torch.Tensor] = None
+    num_classes: Optional[int] = None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the training loop, in seconds."""
+        return self.result.seconds
+
+    def sample(self, n: int, *, seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+               variance: str = "fixed_small", clip_denoised: Optional[bool] = None, y=None, use_ema: bool = True,
+               x_T: Optional[torch.Tensor] = None, return_all_timesteps: bool = False, progress: bool = True):
+        """``n`` samples with Algorithm 4 (:func:`~ddpm_lib.samplers.p_sample_loop`, all T steps).
+
+        Randomness comes from ``generator`` or, if None, from a fresh generator seeded with ``seed``
+        (default 0). ``clip_denoised`` defaults to :attr:`clip_denoised`; ``use_ema=False`` samples from the
+        raw weights; ``y`` (labels) is passed to a class-conditional model; ``x_T`` is the starting noise (drawn
+        with the generator if None). With ``return_all_timesteps`` the pair ``(xs, x_starts)`` of
+        :func:`~ddpm_lib.samplers.p_sample_loop` is returned.
+        """
+        check_int("n", n)
+        check_choice("variance", variance, VARIANCES)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else check_seed(seed))
+        if clip_denoised is None:
+            clip_denoised = self.clip_denoised
+        model = self.model if use_ema else self.raw_model
+        shape = (n,) + tuple(self.data.shape[1:])
+        return p_sample_loop(model, self.sched, shape, x_T=x_T, variance=variance, clip_denoised=clip_denoised,
+                             objective=self.objective, y=y, generator=generator, progress=progress,
+                             return_all_timesteps=return_all_timesteps)
+
+
+def _finish(result: TrainResult, **kwargs) -> TrainedDiffusion:
+    result.model.eval()
+    return TrainedDiffusion(model=result.ema_model, raw_model=result.model, result=result, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D toy data
+
+
+def make_schedule(T: int = 1000, kind: str = "linear") -> NoiseSchedule:
+    """The schedule of the recipes: Ho et al.'s linear β from 1e-4 to 0.02 at T = 1000, with both ends
+    scaled by 1000/T for other T so that ᾱ_T stays about the same (``kind="linear"``), or the cosine
+    schedule (``kind="cosine"``)."""
+    check_int("T", T, 2)
+    check_choice("kind", kind, ("linear", "cosine"))
+    if kind == "cosine":
+        return NoiseSchedule.cosine(T)
+    scale = 1000.0 / T
+    return NoiseSchedule.linear(T, min(1e-4 * scale, 0.5), min(0.02 * scale, 0.5))
+
+
+def train_toy_model(dataset: str = MIXTURE, *, seed: int = 0, steps: int = MIXTURE_STEPS, objective: str = "pred_noise",
+                    T: int = 1000, schedule: str = "linear", hidden_dim: int = 128, num_layers: int = 3,
+                    batch_size: int = 256, lr: float = 1e-3, ema_decay: Optional[float] = 0.999,
+                    n_train: int = 20000, progress: bool = False) -> TrainedDiffusion:
+    """Train a time-conditioned MLP on a 2-D toy set with Algorithm 3 (chapter 05).
+
+    ``n_train`` training points are drawn from ``dataset`` with a generator seeded by ``seed``; the MLP
+    (``hidden_dim`` wide, ``num_layers`` residual blocks) is initialised from ``seed`` and trained by
+    :func:`ddpm_lib.train.train` for ``steps`` steps of ``batch_size`` with AdamW(``lr``) and an EMA of
+    decay ``ema_decay``, on :func:`make_schedule` (``T``, ``schedule``). The defaults take about 45 s of
+    one CPU core. Samples are not clipped (``clip_denoised=False``): the data extend beyond [-1, 1].
+    """
+    check_choice("dataset", dataset, TOY_DATASETS)
+    check_choice("objective", objective, OBJECTIVES)
+    check_seed(seed)
+    check_int("n_train", n_train)
+    sched = make_schedule(T, schedule)
+    data = toy_sampler(dataset)(n_train, torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLPDenoiser(2, hidden_dim=hidden_dim, num_layers=num_layers)
+    result = train(model, sched, data, steps=steps, batch_size=batch_size, lr=lr, objective=objective,
+                   ema_decay=ema_decay, seed=seed, progress=progress)
+    config = dict(dataset=dataset, seed=seed, steps=steps, objective=objective, T=T, schedule=schedule,
+                  hidden_dim=hidden_dim, num_layers=num_layers, batch_size=batch_size, lr=lr,
+                  ema_decay=ema_decay, n_train=n_train)
+    return _finish(result, sched=sched, objective=objective, clip_denoised=False, data=data, name=dataset,
+                   config=config)
+
+
+def train_mixture_model(*, seed: int = 0, steps: int = MIXTURE_STEPS, objective: str = "pred_noise",
+                        **kwargs) -> TrainedDiffusion:
+    """:func:`train_toy_model` on the reference mixture :data:`MIXTURE` (chapters 05, 06, 08).
+
+    Its exact density is ``make_gaussian_mixture(MIXTURE)``; ``OracleDenoiser`` of that mixture is the
+    perfect network to compare with. Other keyword arguments go to :func:`train_toy_model`.
+    """
+    return train_toy_model(MIXTURE, seed=seed, steps=steps, objective=objective, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# digits
+
+
+def _digits_network(arch: str, width: int, num_classes: Optional[int]) -> nn.Module:
+    if arch == "mlp":
+        return MLPDenoiser(64, hidden_dim=width, num_layers=4, num_classes=num_classes)
+    return UNet(in_channels=1, base_channels=width, channel_mults=(1, 2), num_classes=num_classes)
+
+
+def train_digits_model(*, seed: int = 0, steps: int = DIGITS_STEPS, objective: str = "pred_noise",
+                       arch: str = "unet", width: Optional[int] = None, T: int = DIGITS_T, schedule: str = "linear",
+                       num_classes: Optional[int] = None, p_uncond: float = 0.0, batch_size: int = 128,
+                       lr: float = 2e-3, ema_decay: Optional[float] = 0.999,
+                       progress: bool = False) -> TrainedDiffusion:
+    """Train a denoiser of the 8×8 digits (train split of :func:`ddpm_lib.data.load_digits`) with Algorithm 3.
+
+    ``arch="unet"`` (default): a :class:`~ddpm_lib.models.UNet` with ``width`` (default 32) base channels, levels
+    8×8 and 4×4, one residual block each (0.46 M parameters, about 0.1 s per step of 128 on one CPU core);
+    ``arch="mlp"``: an :class:`~ddpm_lib.models.MLPDenoiser` on the 64 flattened pixels, 4 residual blocks of
+    ``width`` (default 512) units — more parameters, and much worse samples for the same CPU time
+    (``book/results/ch05_07_quality.md`` has the measured Fréchet distances of both, beside the floor).
+    The schedule is :func:`make_schedule` (``T``, default :data:`DIGITS_T` = 100, ``schedule``). The defaults
+    (:data:`DIGITS_STEPS` steps of batches of 128, AdamW with lr 2e-3, EMA 0.999) are the budget of the benchmark,
+    about 3 minutes of one CPU core.
+    With ``num_classes=10`` the network takes the label ``y`` and learns the null label
+    (``model.null_label``) with probability ``p_uncond`` (classifier-free guidance, chapter 09).
+    Samples are clipped to [-1, 1] by default. Seeded by ``seed`` (initial weights and every draw).
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    check_choice("arch", arch, DIGITS_ARCHS)
+    check_seed(seed)
+    check_probability("p_uncond", p_uncond)
+    if num_classes not in (None, 10):
+        raise ValueError(f"num_classes must be None (unconditional) or 10 (the digits), got {num_classes!r}")
+    if p_uncond and num_classes is None:
+        raise ValueError("p_uncond > 0 needs a class-conditional model (num_classes=10)")
+    if width is None:
+        width = 512 if arch == "mlp" else 32
+    check_int("width", width, 2)
+    sched = make_schedule(T, schedule)
+    data, labels = load_digits("train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _digits_network(arch, width, num_classes)
+    result = train(model, sched, data, steps=steps, batch_size=batch_size, lr=lr, objective=objective,
+                   ema_decay=ema_decay, labels=labels if num_classes else None, p_uncond=p_uncond, seed=seed,
+                   progress=progress)
+    config = dict(seed=seed, steps=steps, objective=objective, arch=arch, width=width, T=T, schedule=schedule,
+                  num_classes=num_classes, p_uncond=p_uncond, batch_size=batch_size, lr=lr, ema_decay=ema_decay)
+    return _finish(result, sched=sched, objective=objective, clip_denoised=True, data=data, name="digits",
+                   labels=labels if num_classes else None, num_classes=num_classes, config=config)
