@@ -34,6 +34,8 @@ from .schedules import NoiseSchedule
 from .train import TrainResult, train
 
 __all__ = [
+    "FASHION_CONFIG",
+    "train_fashion_model",
     "MIXTURE_STEPS",
     "DIGITS_T",
     "DIGITS_STEPS",
@@ -145,7 +147,7 @@ def make_schedule(T: int = 1000, kind: str = "linear") -> NoiseSchedule:
 def train_toy_model(dataset: str = MIXTURE, *, seed: int = 0, steps: int = MIXTURE_STEPS, objective: str = "pred_noise",
                     T: int = 1000, schedule: str = "linear", hidden_dim: int = 128, num_layers: int = 3,
                     batch_size: int = 256, lr: float = 1e-3, ema_decay: Optional[float] = 0.999,
-                    n_train: int = 20000, progress: bool = False) -> TrainedDiffusion:
+                    n_train: int = 20000, progress: bool = True) -> TrainedDiffusion:
     """Train a time-conditioned MLP on a 2-D toy set with Algorithm 3 (chapter 05).
 
     ``n_train`` training points are drawn from ``dataset`` with a generator seeded by ``seed``; the MLP
@@ -196,7 +198,7 @@ def train_digits_model(*, seed: int = 0, steps: int = DIGITS_STEPS, objective: s
                        arch: str = "unet", width: Optional[int] = None, T: int = DIGITS_T, schedule: str = "linear",
                        num_classes: Optional[int] = None, p_uncond: float = 0.0, batch_size: int = 128,
                        lr: float = 2e-3, ema_decay: Optional[float] = 0.999,
-                       progress: bool = False) -> TrainedDiffusion:
+                       progress: bool = True) -> TrainedDiffusion:
     """Train a denoiser of the 8×8 digits (train split of :func:`ddpm_lib.data.load_digits`) with Algorithm 3.
 
     ``arch="unet"`` (default): a :class:`~ddpm_lib.models.UNet` with ``width`` (default 32) base channels, levels
@@ -234,3 +236,50 @@ def train_digits_model(*, seed: int = 0, steps: int = DIGITS_STEPS, objective: s
                   num_classes=num_classes, p_uncond=p_uncond, batch_size=batch_size, lr=lr, ema_decay=ema_decay)
     return _finish(result, sched=sched, objective=objective, clip_denoised=True, data=data, name="digits",
                    labels=labels if num_classes else None, num_classes=num_classes, config=config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fashion-MNIST (chapter 10): too long for a chapter; benchmarks/train_fashion_mnist.py runs it once and ships the
+# weights (ddpm_lib.pretrained.load("fashion_mnist"))
+
+FASHION_CONFIG = dict(
+    base_channels=48, channel_mults=(1, 2, 2), num_res_blocks=1, attention=True, num_classes=10, dropout=0.0,
+    schedule="cosine", T=1000, objective="pred_noise", p_uncond=0.1, batch_size=64, lr=2e-3, lr_schedule="cosine",
+    warmup_steps=500, ema_decay=0.9995, grad_clip=1.0, mixed_precision=True, steps=11000, seed=0,
+)
+"""The recipe of chapter 10's class-conditional Fashion-MNIST UNet (see ``book/results/ch10_*`` for how it was
+chosen and what it reaches)."""
+
+
+def train_fashion_model(config: Optional[dict] = None, *, steps: Optional[int] = None, callback=None,
+                        callback_every: int = 0, progress: bool = True) -> TrainedDiffusion:
+    """Train the class-conditional Fashion-MNIST UNet of chapter 10 with Algorithm 3 and label dropout.
+
+    ``config`` defaults to :data:`FASHION_CONFIG`: a :class:`~ddpm_lib.models.UNet` (levels 28, 14, 7) with a
+    class embedding and a null label (``p_uncond`` of the labels dropped, so ``y=None`` samples unconditionally and
+    classifier-free guidance works, chapter 09), on the cosine schedule, AdamW with a warm-up and a cosine decay,
+    an EMA, and the forward pass in bfloat16 (``mixed_precision``). ``steps`` overrides ``config["steps"]`` (the
+    learning-rate schedule still spans ``config["steps"]``, so the first steps of a short run are those of the full
+    run). ``callback(step, model, ema)`` is called every ``callback_every`` steps. The whole recipe takes about an
+    hour of the two CPU cores (``benchmarks/train_fashion_mnist.py``); in a chapter, load its result with
+    :func:`ddpm_lib.pretrained.load` instead.
+    """
+    from .data import load_fashion_mnist
+    from .pretrained import build_unet, make_pretrained_schedule
+
+    config = dict(FASHION_CONFIG if config is None else config)
+    total = check_int("config['steps']", config["steps"])
+    steps = total if steps is None else check_int("steps", steps, 1, total)
+    seed = check_seed(config["seed"])
+    sched = make_pretrained_schedule(config)
+    data, labels = load_fashion_mnist("train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_unet(config)
+    result = train(model, sched, data, steps=steps, batch_size=config["batch_size"], lr=config["lr"],
+                   lr_schedule=config["lr_schedule"], lr_schedule_steps=total, warmup_steps=config["warmup_steps"],
+                   objective=config["objective"], ema_decay=config["ema_decay"], grad_clip=config["grad_clip"],
+                   labels=labels, p_uncond=config["p_uncond"], mixed_precision=config["mixed_precision"], seed=seed,
+                   progress=progress, callback=callback, callback_every=callback_every)
+    return _finish(result, sched=sched, objective=config["objective"], clip_denoised=True, data=data,
+                   name="fashion_mnist", labels=labels, num_classes=config["num_classes"], config=config)

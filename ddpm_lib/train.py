@@ -158,6 +158,7 @@ def train(
     batch_size: int = 128,
     lr: float = 2e-4,
     lr_schedule: str = "constant",
+    lr_schedule_steps: Optional[int] = None,
     warmup_steps: int = 0,
     weight_decay: float = 0.0,
     objective: str = "pred_noise",
@@ -184,7 +185,8 @@ def train(
     ``null_label``) with that probability.  The loss is ``p_losses(model, sched, x_0, t, ε,
     objective, loss_weighting, y)``; the optimiser is AdamW(lr, weight_decay) (the default lr 2e-4 is
     Ho et al.'s; the short CPU runs of chapter 05 train faster with 1e-3 to 2e-3), its learning rate multiplied by
-    :func:`lr_factor` (``lr_schedule``, ``warmup_steps``); gradients are clipped to norm ``grad_clip`` (None: no
+    :func:`lr_factor` (``lr_schedule``, ``warmup_steps``, over ``lr_schedule_steps`` steps, default ``steps``: a
+    shorter run then follows the start of a longer run's schedule); gradients are clipped to norm ``grad_clip`` (None: no
     clipping); ``ema_decay=None`` disables the EMA.  ``mixed_precision=True`` runs the network's forward pass
     under ``torch.autocast`` in bfloat16 (the weights, gradients, optimizer and loss stay float32); on CPUs with
     bfloat16 matrix units it is about twice as fast, at the price of results that depend on the hardware in the
@@ -205,6 +207,7 @@ def train(
     batch_size = check_int("batch_size", batch_size)
     log_every = check_int("log_every", log_every)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+    lr_schedule_steps = steps if lr_schedule_steps is None else check_int("lr_schedule_steps", lr_schedule_steps)
     callback_every = check_int("callback_every", callback_every, minimum=0)
     seed = check_seed(seed)
     check_positive("lr", lr)
@@ -258,7 +261,7 @@ def train(
         for step in range(steps):
             if scheduled:
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
+                    group["lr"] = lr * lr_factor(step, lr_schedule_steps, lr_schedule, warmup_steps)
             idx = torch.randint(0, N, (batch_size,), generator=gen)
             t = torch.randint(0, sched.T, (batch_size,), generator=gen)
             noise = torch.randn((batch_size,) + tuple(data.shape[1:]), generator=gen, dtype=torch.float32)
