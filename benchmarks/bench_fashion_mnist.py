@@ -126,6 +126,7 @@ def quality_part(pre, data, quick):
         rows.append([f"{name}, S = {steps}", n, runs, pm(fds), f"{floor.mean:.2f} ± {floor.std:.2f}", pm(ratio),
                      f"{100 * max(copies):.1f}", min(covered), pm(conf, 3), f"{sum(secs) / len(secs):.0f}"])
         print(rows[-1], flush=True)
+    rows += calibration_rows(data, n, floor, quick)
     header = ["sampler", "samples", "seeds", "Fréchet distance", "floor (train vs test)", "ratio",
               "copies % (max)", "classes covered (min)", "confidence", "CPU s per run"]
     md = (f"Fashion-MNIST UNet (``ddpm_lib.pretrained.load('fashion_mnist')``), unconditional through the null label, "
@@ -134,6 +135,27 @@ def quality_part(pre, data, quick):
           f"({data.floor_repeats} draws, mean ± std). Spreads: std over {seeds} sampling seeds.\n\n"
           + markdown_table(header, rows))
     return "ch10_quality", md, header, rows
+
+
+def calibration_rows(data, n, floor, quick):
+    """What the metric says of damaged real images: n training images with Gaussian noise, blurred, and samples of a
+    pixel-wise Gaussian fit (the scale the issue's independent extractor was described with)."""
+    gen = torch.Generator().manual_seed(1)
+    real = data.train_x[torch.randperm(data.train_x.shape[0], generator=gen)[:n]]
+    mean, std = data.train_x.mean(0), data.train_x.std(0)
+    damaged = {
+        "training images + N(0, 0.1²) noise": (real + 0.1 * torch.randn(real.shape, generator=gen)).clamp(-1, 1),
+        "training images + N(0, 0.2²) noise": (real + 0.2 * torch.randn(real.shape, generator=gen)).clamp(-1, 1),
+        "training images, 3×3 box blur": torch.nn.functional.avg_pool2d(real, 3, stride=1, padding=1,
+                                                                         count_include_pad=False),
+        "pixel-wise Gaussian fit": (mean + std * torch.randn(real.shape, generator=gen)).clamp(-1, 1),
+    }
+    rows = []
+    for name, x in damaged.items():
+        fd = data.fd(x)
+        rows.append([f"(reference) {name}", n, 1, f"{fd:.2f}", f"{floor.mean:.2f} ± {floor.std:.2f}",
+                     f"{fd / floor.mean:.1f}", "", "", f"{mean_confidence(x, data.classifier):.3f}", ""])
+    return rows
 
 
 def guidance_part(pre, data, quick):

@@ -169,6 +169,8 @@ class MLPDenoiser(_Denoiser):
     learn the steep ε*(x_t, t) of sharp modes at small t (on the 8-Gaussians mixture it still puts half
     its samples between the modes after 3000 steps; with the features 2000 steps suffice).
     ``input_emb_dim=0`` turns them off.
+    With ``learned_variance=True`` the output has twice the features along dimension 1: the prediction, then the
+    values that interpolate the log-variance (chapter 07, eq. ``eq-learned-range``).
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class MLPDenoiser(_Denoiser):
         num_classes: Optional[int] = None,
         input_emb_dim: int = 32,
         input_emb_scale: float = 25.0,
+        learned_variance: bool = False,
     ):
         super().__init__()
         self.data_dim = check_int("data_dim", data_dim)
@@ -200,7 +203,8 @@ class MLPDenoiser(_Denoiser):
         self.inp = nn.Linear(data_dim * (1 + input_emb_dim), hidden_dim)
         self.blocks = nn.ModuleList([_MLPBlock(hidden_dim, hidden_dim) for _ in range(num_layers)])
         self.out_norm = nn.LayerNorm(hidden_dim)
-        self.out = nn.Linear(hidden_dim, data_dim)
+        self.learned_variance = bool(learned_variance)
+        self.out = nn.Linear(hidden_dim, data_dim * (2 if learned_variance else 1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -219,7 +223,10 @@ class MLPDenoiser(_Denoiser):
         h = self.inp(h)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(F.silu(self.out_norm(h))).reshape(shape)
+        out = self.out(F.silu(self.out_norm(h)))
+        if self.learned_variance:  # the prediction, then the variance values v: twice the features along dim 1
+            return out.reshape(shape[0], 2, -1).reshape((shape[0], 2 * shape[1]) + tuple(shape[2:]))
+        return out.reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +317,9 @@ class UNet(_Denoiser):
     width ``time_emb_dim`` (default ``4 * base_channels``).  With ``num_classes`` set, a learned label
     embedding (``num_classes + 1`` rows, the last the null label ``model.null_label``) is added to it;
     ``y=None`` means the null label.  ``forward(x, t, y=None)`` takes ``x`` of shape
-    (B, in_channels, H, W) and returns a tensor of the same shape.
+    (B, in_channels, H, W) and returns a tensor of the same shape, or with twice the channels when
+    ``learned_variance=True``: the prediction, then the values v ∈ [-1, 1] (ideally) that interpolate the log-variance
+    between β̃_t and β_t (Nichol & Dhariwal 2021; chapter 07, eq. ``eq-learned-range``).
     """
 
     def __init__(
@@ -323,6 +332,7 @@ class UNet(_Denoiser):
         num_classes: Optional[int] = None,
         time_emb_dim: Optional[int] = None,
         dropout: float = 0.0,
+        learned_variance: bool = False,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
@@ -375,7 +385,8 @@ class UNet(_Denoiser):
             self.upsamples.append(_Upsample() if i > 0 else nn.Identity())
 
         self.out_norm = nn.GroupNorm(_groups(ch), ch)
-        self.out_conv = nn.Conv2d(ch, in_channels, 3, padding=1)
+        self.learned_variance = bool(learned_variance)
+        self.out_conv = nn.Conv2d(ch, in_channels * (2 if learned_variance else 1), 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

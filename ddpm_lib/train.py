@@ -163,6 +163,9 @@ def train(
     weight_decay: float = 0.0,
     objective: str = "pred_noise",
     loss_weighting: Optional[str] = None,
+    learned_variance: bool = False,
+    vlb_weight: float = 1e-3,
+    num_bins: int = 256,
     ema_decay: Optional[float] = 0.999,
     ema_warmup: bool = True,
     grad_clip: Optional[float] = 1.0,
@@ -183,7 +186,8 @@ def train(
     replacement.  ``labels`` (N,) long, optional: the class of each example, passed to the model as
     ``y``; with ``p_uncond > 0`` each label is replaced by the null label (``model.null_label``, or
     ``null_label``) with that probability.  The loss is ``p_losses(model, sched, x_0, t, ε,
-    objective, loss_weighting, y)``; the optimiser is AdamW(lr, weight_decay) (the default lr 2e-4 is
+    objective, loss_weighting, y)`` (with ``learned_variance``, the hybrid loss of a network that also predicts its
+    variance, ``vlb_weight`` λ and ``num_bins`` grey levels for the decoder term; chapter 07); the optimiser is AdamW(lr, weight_decay) (the default lr 2e-4 is
     Ho et al.'s; the short CPU runs of chapter 05 train faster with 1e-3 to 2e-3), its learning rate multiplied by
     :func:`lr_factor` (``lr_schedule``, ``warmup_steps``, over ``lr_schedule_steps`` steps, default ``steps``: a
     shorter run then follows the start of a longer run's schedule); gradients are clipped to norm ``grad_clip`` (None: no
@@ -273,7 +277,9 @@ def train(
                     y = drop_labels(y, p_uncond, null_label, generator=gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):
                 losses = p_losses(model, sched, x_start, t.to(device), noise=noise.to(device=device, dtype=dtype),
-                                  objective=objective, loss_weighting=loss_weighting, y=y, reduction="none")
+                                  objective=objective, loss_weighting=loss_weighting, y=y,
+                                  learned_variance=learned_variance, vlb_weight=vlb_weight, num_bins=num_bins,
+                                  reduction="none")
             losses = losses.float()
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
