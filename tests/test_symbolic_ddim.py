@@ -11,8 +11,9 @@ import sympy as sp
 import torch
 
 from ddpm_lib import NoiseSchedule, ddim_sigma, ddim_step, linear_beta_schedule, q_posterior
+from ddpm_lib.symbolic import alphabar_prev, alphabar_t, eps, sigma_t, x_0, x_t
 from ddpm_lib.symbolic import ddim as sd
-from ddpm_lib.symbolic.posterior import x_0, x_t
+from ddpm_lib.symbolic.posterior import posterior_closed_form
 
 SCHED = NoiseSchedule(linear_beta_schedule(1000))
 PAIRS = [(999, 899), (999, 0), (500, 499), (250, 125), (40, 0), (1, 0), (0, -1), (99, -1), (999, -1)]
@@ -29,7 +30,7 @@ def test_coefficients_keep_the_marginals():
     assert sp.simplify(var_eq.subs({sd.k: c.k, sd.m: c.m})) == 0
     # two roots, m = ±...; the chosen one is positive at a valid point
     assert len(c.solutions) == 2
-    point = {sd.alphabar_t: 0.2, sd.alphabar_prev: 0.6, sd.sigma: 0.3}
+    point = {alphabar_t: 0.2, alphabar_prev: 0.6, sigma_t: 0.3}
     assert float(c.m.subs(point)) > 0
     assert sorted(float(s[sd.m].subs(point)) for s in c.solutions) == pytest.approx(
         [-float(c.m.subs(point)), float(c.m.subs(point))], rel=1e-12)
@@ -52,7 +53,7 @@ def test_marginal_is_kept_by_monte_carlo():
 
 def test_mean_in_eps_form():
     rhs = sd.ddim_mean_in_eps()
-    expected = sp.sqrt(sd.alphabar_prev) * x_0 + sp.sqrt(1 - sd.alphabar_prev - sd.sigma**2) * sd.eps
+    expected = sp.sqrt(alphabar_prev) * x_0 + sp.sqrt(1 - alphabar_prev - sigma_t**2) * eps
     assert sp.simplify(rhs - expected) == 0
 
 
@@ -70,7 +71,7 @@ def test_ddim_step_matches_the_derivation(t, t_prev, eta):
     x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
     eps_hat = torch.randn(6, 3, generator=gen, dtype=torch.float64)
     z = torch.randn(6, 3, generator=gen, dtype=torch.float64)
-    x_prev, x_start = ddim_step(SCHED, eps_hat, t, t_prev, x, eta=eta, noise=z, clip_denoised=False)
+    x_prev, x_start = ddim_step(SCHED, eps_hat, t, t_prev, x, eta=eta, variance_noise=z, clip_denoised=False)
     coef_x0, coef_eps, sig, k_val, m_val = sd.ddim_step_numeric(_abar(t), _abar(t_prev), eta)
     x0_hat = (x - math.sqrt(1 - _abar(t)) * eps_hat) / math.sqrt(_abar(t))
     torch.testing.assert_close(x_start, x0_hat, rtol=1e-10, atol=1e-10)
@@ -86,7 +87,7 @@ def test_eta_one_adjacent_is_the_ddpm_posterior(t):
     x = torch.randn(4, 5, generator=gen, dtype=torch.float64)
     eps_hat = torch.randn(4, 5, generator=gen, dtype=torch.float64)
     zero = torch.zeros_like(x)
-    mean, x_start = ddim_step(SCHED, eps_hat, t, t - 1, x, eta=1.0, noise=zero, clip_denoised=False)
+    mean, x_start = ddim_step(SCHED, eps_hat, t, t - 1, x, eta=1.0, variance_noise=zero, clip_denoised=False)
     post_mean, post_var, _ = q_posterior(SCHED, x_start, x, t)
     torch.testing.assert_close(mean, post_mean, rtol=1e-10, atol=1e-10)
     assert ddim_sigma(SCHED, t, t - 1, 1.0) ** 2 == pytest.approx(post_var, rel=1e-10)
@@ -94,13 +95,11 @@ def test_eta_one_adjacent_is_the_ddpm_posterior(t):
 
 def test_eta_one_and_zero_symbolic():
     k1, m1, var1 = sd.eta_one_is_ddpm_posterior()
-    from ddpm_lib.symbolic.posterior import posterior_closed_form
-
     post_mean, post_var = posterior_closed_form()
     assert sp.simplify(var1 - post_var) == 0
     assert sp.simplify(k1 - post_mean.coeff(x_0)) == 0 and sp.simplify(m1 - post_mean.coeff(x_t)) == 0
     k0, m0 = sd.eta_zero_is_deterministic()
-    point = {sd.alphabar_t: sp.Rational(1, 5), sd.alphabar_prev: sp.Rational(3, 5)}
+    point = {alphabar_t: sp.Rational(1, 5), alphabar_prev: sp.Rational(3, 5)}
     assert sp.simplify(m0.subs(point) - sp.sqrt(sp.Rational(2, 5) / sp.Rational(4, 5))) == 0
 
 
@@ -110,10 +109,10 @@ def test_forward_is_markovian_only_at_eta_one():
     # the x_0 coefficient of q_σ(x_t | x_{t-1}, x_0) at numbers: zero at η = 1, not at η = 0.5
     coef = sd.forward_x0_coefficient()
     at, ap = sp.Rational(3, 10), sp.Rational(4, 5)
-    s_tilde = sp.sqrt(sd.sigma_tilde_squared().subs({sd.alphabar_t: at, sd.alphabar_prev: ap}))
-    values = {sd.alphabar_t: at, sd.alphabar_prev: ap}
-    assert abs(float(coef.subs(values).subs(sd.sigma, s_tilde))) < 1e-12
-    assert abs(float(coef.subs(values).subs(sd.sigma, s_tilde / 2))) > 1e-2
+    s_tilde = sp.sqrt(sd.sigma_tilde_squared().subs({alphabar_t: at, alphabar_prev: ap}))
+    values = {alphabar_t: at, alphabar_prev: ap}
+    assert abs(float(coef.subs(values).subs(sigma_t, s_tilde))) < 1e-12
+    assert abs(float(coef.subs(values).subs(sigma_t, s_tilde / 2))) > 1e-2
 
 
 def test_sigma_hat_can_break_the_ddim_formula():
@@ -126,7 +125,7 @@ def test_sigma_hat_can_break_the_ddim_formula():
     ts = ddim_timesteps(1000, 10, "leading").tolist() + [-1]
     values = []
     for t, tp in zip(ts[:-1], ts[1:]):
-        subs = {sd.alphabar_t: _abar(t), sd.alphabar_prev: _abar(tp)}
+        subs = {alphabar_t: _abar(t), alphabar_prev: _abar(tp)}
         assert float(hat.subs(subs)) >= float(sd.sigma_tilde_squared().subs(subs)) - 1e-15
         values.append(float(term.subs(subs)))
     assert min(values) < 0

@@ -1,18 +1,20 @@
 """Chapters 01 and 02: the SymPy derivations of ``ddpm_lib.symbolic.forward`` / ``.elbo`` checked
-against the library's numerics (NoiseSchedule buffers, q_sample, normal_kl, vlb_terms) and the
-exact 1-D Gaussian example checked against independent computations (Monte Carlo, the KL between
-the T-dimensional Gaussians q(x_{1:T}|x_0) and p(x_{1:T}|x_0))."""
+against the library's numerics (NoiseSchedule buffers, q_sample, normal_kl, vlb_terms), and the
+exact 1-D Gaussian example of ``ddpm_lib.exact`` checked against the derivations and independent
+computations (Monte Carlo, the KL between the T-dimensional Gaussians q(x_{1:T}|x_0) and p(x_{1:T}|x_0))."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import sympy as sp
 import torch
 
-from ddpm_lib import NoiseSchedule, linear_beta_schedule, normal_kl, q_sample, vlb_terms
-from ddpm_lib.data import GaussianMixture, OracleDenoiser
+from ddpm_lib import NoiseSchedule, exact, linear_beta_schedule, normal_kl, q_posterior, q_sample, vlb_terms
+from ddpm_lib.data import GaussianMixture
+from ddpm_lib.symbolic import alpha_t, alphabar_prev, alphabar_t, beta_t, check_equal, x_0, x_prev, x_t
 from ddpm_lib.symbolic import elbo as L
 from ddpm_lib.symbolic import forward as F
 
@@ -40,21 +42,21 @@ def schedules():
 
 # --------------------------------------------------------------------------------------------------
 # the checks themselves can fail
-def test_assert_equal_rejects_a_false_identity():
+def test_check_equal_rejects_a_false_identity():
     with pytest.raises(AssertionError, match="wrong sign"):
-        F.assert_equal(sp.sqrt(F.ALPHA) * F.X0, -sp.sqrt(F.ALPHA) * F.X0, "wrong sign")
+        check_equal(sp.sqrt(alpha_t) * x_0, -sp.sqrt(alpha_t) * x_0, "wrong sign")
     # ... and accepts a true one, returning the verified right-hand side
-    assert F.assert_equal(F.ALPHA * F.ALPHABAR_PREV + 1 - F.ALPHA * F.ALPHABAR_PREV, sp.Integer(1), "ok") == 1
+    assert check_equal(alpha_t * alphabar_prev + 1 - alpha_t * alphabar_prev, sp.Integer(1), "ok") == 1
 
 
 def test_density_identity_rejects_a_wrong_posterior_mean():
     r, g = sp.symbols("r g", positive=True)
-    c0, ct, var = L._posterior_coefficients(r**2, g**2)
-    wrong_mean = c0.subs(sp.sqrt(g**2), g) * F.X0 - ct.subs(sp.sqrt(r**2), r) * F.X_T  # sign flipped
+    mean, var = L._posterior_in_roots(r, g)
+    wrong_mean = mean.coeff(x_0) * x_0 - mean.coeff(x_t) * x_t  # sign flipped
     with pytest.raises(AssertionError, match="exponents"):
         L._assert_same_log_density(
-            [(F.X_T, r * F.X_PREV, 1 - r**2), (F.X_PREV, g * F.X0, 1 - g**2)],
-            [(F.X_PREV, wrong_mean, var), (F.X_T, r * g * F.X0, 1 - r**2 * g**2)],
+            [(x_t, r * x_prev, 1 - r**2), (x_prev, g * x_0, 1 - g**2)],
+            [(x_prev, wrong_mean, var), (x_t, r * g * x_0, 1 - r**2 * g**2)],
             "wrong posterior",
         )
 
@@ -66,23 +68,23 @@ def test_bad_arguments_raise():
         L.telescoped_log_q(0)
     sched = NoiseSchedule.cosine(10)
     with pytest.raises(ValueError, match="variance must be one of"):
-        L.true_reverse_process(sched, 0.0, 1.0, variance="large")
+        exact.true_reverse_process(sched, 0.0, 1.0, variance="large")
     with pytest.raises(ValueError, match="prior must be one of"):
-        L.true_reverse_process(sched, 0.0, 1.0, prior="flat")
+        exact.true_reverse_process(sched, 0.0, 1.0, prior="flat")
     with pytest.raises(ValueError, match="s0 must be"):
-        L.data_marginals(sched, 0.0, -1.0)
+        exact.data_marginals(sched, 0.0, -1.0)
 
 
 # --------------------------------------------------------------------------------------------------
 # chapter 01
 def test_forward_step_and_variance_recursion(schedules):
     step = F.forward_step()
-    assert step.mean == sp.sqrt(F.ALPHA) * F.X_PREV and step.variance == F.BETA
+    assert step.mean == sp.sqrt(alpha_t) * x_prev and step.variance == beta_t
     res = F.forward_step_variance()
     assert sp.simplify(res.b_for_unit_variance - sp.sqrt(1 - res.a**2)) == 0
     # iterate Var_t = α_t Var_{t-1} + β_t from Var_0 = v0: closed form 1 + ᾱ_t (v0 - 1) (deviation shrinks by α_t)
     sched = schedules["linear"]
-    step_fn = sp.lambdify((F.ALPHA, res.v), res.ddpm)
+    step_fn = sp.lambdify((alpha_t, res.v), res.ddpm)
     for v0 in (0.0, 0.3, 4.0):
         var, out = v0, []
         for a in sched.alphas.tolist():
@@ -93,8 +95,8 @@ def test_forward_step_and_variance_recursion(schedules):
 
 
 def test_q_xt_x0_closed_form_equals_schedule_buffers(closed_form, schedules):
-    mean_coef = sp.lambdify(F.ALPHABAR, closed_form.mean.coeff(F.X0))
-    var = sp.lambdify(F.ALPHABAR, closed_form.variance)
+    mean_coef = sp.lambdify(alphabar_t, closed_form.mean.coeff(x_0))
+    var = sp.lambdify(alphabar_t, closed_form.variance)
     for sched in schedules.values():
         ab = sched.alphas_cumprod.numpy()
         torch.testing.assert_close(torch.from_numpy(mean_coef(ab)), sched.sqrt_alphas_cumprod, rtol=1e-14, atol=0)
@@ -107,7 +109,7 @@ def test_unrolled_chain_matches_cumprod(schedules):
     res = F.q_xt_given_x0_unrolled(n)
     sched = schedules["cosine"]
     vals = dict(zip(res.alphas, sched.alphas[:n].tolist()))
-    assert float(res.mean.coeff(F.X0).subs(vals)) == pytest.approx(sched.sqrt_alphas_cumprod[n - 1].item(), rel=1e-14)
+    assert float(res.mean.coeff(x_0).subs(vals)) == pytest.approx(sched.sqrt_alphas_cumprod[n - 1].item(), rel=1e-14)
     assert float(res.variance.subs(vals)) == pytest.approx(1 - sched.alphas_cumprod[n - 1].item(), rel=1e-12)
 
 
@@ -119,19 +121,19 @@ def test_q_sample_moments_match_closed_form(closed_form):
     x0 = torch.full((n, 1), 0.8, dtype=torch.float64)
     for t in (0, 99, 499, 999):
         noise = torch.randn(n, 1, generator=g, dtype=torch.float64)
-        x_t = q_sample(sched, x0, torch.full((n,), t), noise)
+        xt = q_sample(sched, x0, torch.full((n,), t), noise)
         ab = sched.alphas_cumprod[t].item()
-        mean = float(closed_form.mean.subs({F.ALPHABAR: ab, F.X0: 0.8}))
-        var = float(closed_form.variance.subs(F.ALPHABAR, ab))
-        assert abs(x_t.mean().item() - mean) < 5 * math.sqrt(var / n)
-        assert abs(x_t.var().item() - var) < 5 * var * math.sqrt(2 / (n - 1))
+        mean = float(closed_form.mean.subs({alphabar_t: ab, x_0: 0.8}))
+        var = float(closed_form.variance.subs(alphabar_t, ab))
+        assert abs(xt.mean().item() - mean) < 5 * math.sqrt(var / n)
+        assert abs(xt.var().item() - var) < 5 * var * math.sqrt(2 / (n - 1))
 
 
 def test_snr_relations_match_schedule(snr, schedules):
-    snr_f = sp.lambdify(F.ALPHABAR, snr.snr)
-    log_snr_f = sp.lambdify(F.ALPHABAR, snr.log_snr)
+    snr_f = sp.lambdify(alphabar_t, snr.snr)
+    log_snr_f = sp.lambdify(alphabar_t, snr.log_snr)
     ab_from_lam = sp.lambdify(snr.lam, snr.alphabar_from_log_snr)
-    ratio = sp.lambdify((F.ALPHABAR_PREV, F.BETA), snr.noise_ratio)
+    ratio = sp.lambdify((alphabar_prev, beta_t), snr.noise_ratio)
     for sched in schedules.values():
         ab = sched.alphas_cumprod.numpy()
         torch.testing.assert_close(torch.from_numpy(snr_f(ab)), sched.snr, rtol=1e-12, atol=0)
@@ -201,11 +203,11 @@ def test_one_step_gap_matches_numeric_elbo():
     beta, a, b, s2, x0 = 0.3, 0.7, 0.1, 0.4, 0.55
     sched = NoiseSchedule(torch.tensor([beta], dtype=torch.float64))
     f64 = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
-    rev = L.GaussianReverseProcess(f64(a), f64(b), f64(s2))
-    vals = {F.ALPHA: 1 - beta, res.a: a, res.b: b, res.s2: s2, F.X0: x0}
-    numeric = L.elbo(torch.tensor(x0, dtype=torch.float64), sched, rev).item()
+    rev = exact.GaussianReverseProcess(f64(a), f64(b), f64(s2))
+    vals = {alpha_t: 1 - beta, res.a: a, res.b: b, res.s2: s2, x_0: x0}
+    numeric = exact.elbo(torch.tensor(x0, dtype=torch.float64), sched, rev).item()
     assert float(res.elbo.subs(vals)) == pytest.approx(numeric, rel=1e-12)
-    assert float(res.log_px0.subs(vals)) == pytest.approx(L.exact_log_likelihood(x0, rev).item(), rel=1e-12)
+    assert float(res.log_px0.subs(vals)) == pytest.approx(exact.exact_log_likelihood(x0, rev).item(), rel=1e-12)
     assert float(res.gap.subs(vals)) > 0
 
 
@@ -215,7 +217,7 @@ def test_markov_bayes_coefficients_equal_schedule_buffers(schedules):
         args = (sched.alphas[1:].numpy(), sched.alphas_cumprod[:-1].numpy())
         for expr, buf in ((post.coef_x0, sched.posterior_mean_coef1), (post.coef_xt, sched.posterior_mean_coef2),
                           (post.variance, sched.posterior_variance)):
-            got = torch.from_numpy(sp.lambdify((F.ALPHA, F.ALPHABAR_PREV), expr)(*args))
+            got = torch.from_numpy(sp.lambdify((alpha_t, alphabar_prev), expr)(*args))
             torch.testing.assert_close(got, buf[1:], rtol=1e-10, atol=1e-15)
 
 
@@ -229,42 +231,41 @@ def test_telescoping_and_forms():
 
 
 def test_true_reverse_sympy_equals_numeric():
+    """exact.true_reverse_process against chapter 02's SymPy result at every step, and its mean against
+    mu_tilde(x_t, E[x_0|x_t]): q_posterior at the oracle's x_0-prediction."""
     res = L.true_reverse_gaussian()
     sched = NoiseSchedule.cosine(12)
     mu0, s0 = 0.4, 0.6
-    rev = L.true_reverse_process(sched, mu0, s0)
-    t = 5  # paper t = 6, code index 5
-    vals = {F.ALPHA: sched.alphas[t].item(), F.ALPHABAR_PREV: sched.alphas_cumprod[t - 1].item(),
-            res.mu0: mu0, res.s0: s0}
-    assert float(res.variance.subs(vals)) == pytest.approx(rev.variance[t].item(), rel=1e-12)
-    mean = res.mean.subs(vals)
-    assert float(mean.coeff(F.X_T)) == pytest.approx(rev.coef[t].item(), rel=1e-12)
-    assert float(mean.subs(F.X_T, 0)) == pytest.approx(rev.offset[t].item(), rel=1e-10, abs=1e-14)
-    # s0 = 1: the true variance is β_t (fixed_large); the mean is μ̃(x_t, E[x_0|x_t]) with the oracle denoiser
-    unit = L.true_reverse_process(sched, 0.0, 1.0)
-    torch.testing.assert_close(unit.variance, sched.betas, rtol=1e-12, atol=0)
-    mix = GaussianMixture([[mu0]], [s0])
-    x_t = torch.linspace(-2, 2, 7, dtype=torch.float64)[:, None]
+    rev = exact.true_reverse_process(sched, mu0, s0)
+    symbols = (alpha_t, alphabar_prev, res.mu0, res.s0)
+    at_steps = (sched.alphas.numpy(), sched.alphas_cumprod_prev.numpy(), mu0, s0)  # code t = 0..T-1
+    for expr, numeric in ((res.variance, rev.variance), (sp.expand(res.mean).coeff(x_t), rev.coef),
+                          (res.mean.subs(x_t, 0), rev.offset)):
+        got = torch.from_numpy(np.broadcast_to(sp.lambdify(symbols, expr)(*at_steps), (sched.T,)).copy())
+        torch.testing.assert_close(got, numeric, rtol=1e-12, atol=1e-14)
+    # s0 = 1: the true variance is β_t (fixed_large)
+    torch.testing.assert_close(exact.true_reverse_process(sched, 0.0, 1.0).variance, sched.betas, rtol=1e-12, atol=0)
+    oracle = exact.OracleDenoiser(GaussianMixture([[mu0]], [s0]), sched, objective="pred_x0")
+    xt = torch.linspace(-2, 2, 7, dtype=torch.float64)[:, None]
     for t in range(sched.T):
-        x0_hat = mix.posterior_mean_x0(x_t, sched.alphas_cumprod[t])
-        mu = sched.posterior_mean_coef1[t] * x0_hat + sched.posterior_mean_coef2[t] * x_t
-        torch.testing.assert_close(mu, rev.coef[t] * x_t + rev.offset[t], rtol=1e-12, atol=1e-12)
+        mu_tilde, _, _ = q_posterior(sched, oracle(xt, torch.full((7,), t)), xt, t)
+        torch.testing.assert_close(mu_tilde, rev.coef[t] * xt + rev.offset[t], rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------
 # chapter 02: the exact 1-D Gaussian example
-CASES = [(v, p) for v in L.REVERSE_VARIANCES for p in L.PRIORS]
+CASES = [(v, p) for v in exact.REVERSE_VARIANCES for p in exact.PRIORS]
 
 
 @pytest.mark.parametrize("variance,prior", CASES)
 def test_elbo_below_log_likelihood_and_gap_is_the_kl(variance, prior):
     sched = NoiseSchedule.cosine(20)
-    rev = L.true_reverse_process(sched, 0.5, 0.3, variance=variance, prior=prior)
+    rev = exact.true_reverse_process(sched, 0.5, 0.3, variance=variance, prior=prior)
     x0 = torch.tensor([-1.0, 0.0, 0.5, 1.3], dtype=torch.float64)
-    terms = L.elbo_terms(x0, sched, rev)
+    terms = exact.elbo_terms(x0, sched, rev)
     torch.testing.assert_close(terms["total"], terms["L_T"] + terms["L_tm1"].sum(-1) + terms["L_0"], rtol=0, atol=0)
-    gap = L.exact_log_likelihood(x0, rev) - L.elbo(x0, sched, rev)
-    kl = torch.tensor([L.elbo_gap_kl(float(v), sched, rev) for v in x0], dtype=torch.float64)
+    gap = exact.exact_log_likelihood(x0, rev) - exact.elbo(x0, sched, rev)
+    kl = torch.tensor([exact.elbo_gap_kl(float(v), sched, rev) for v in x0], dtype=torch.float64)
     torch.testing.assert_close(gap, kl, rtol=1e-6, atol=1e-10)
     if variance == "true" and prior == "exact":  # p(x_{0:T}) = q(x_{0:T}): the bound is tight
         assert gap.abs().max() < 1e-10
@@ -274,56 +275,59 @@ def test_elbo_below_log_likelihood_and_gap_is_the_kl(variance, prior):
 
 def test_exact_prior_reproduces_the_data():
     sched = NoiseSchedule.cosine(15)
-    rev = L.true_reverse_process(sched, -0.3, 0.7, prior="exact")
-    m_p, v_p = L.model_marginals(rev)
-    m_q, v_q = L.data_marginals(sched, -0.3, 0.7)
+    rev = exact.true_reverse_process(sched, -0.3, 0.7, prior="exact")
+    m_p, v_p = exact.model_marginals(rev)
+    m_q, v_q = exact.data_marginals(sched, -0.3, 0.7)
     torch.testing.assert_close(m_p, m_q, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(v_p, v_q, rtol=1e-12, atol=0)
 
 
 def test_monte_carlo_of_both_forms_agrees_with_closed_form():
     sched = NoiseSchedule.cosine(20)
-    rev = L.true_reverse_process(sched, 0.5, 0.3, variance="fixed_large")
+    rev = exact.true_reverse_process(sched, 0.5, 0.3, variance="fixed_large")
     x0, n = 0.7, 40_000
-    xs = L.sample_trajectories(x0, sched, n, torch.Generator().manual_seed(3))
-    target = L.elbo(torch.tensor(x0), sched, rev).item()
-    first = L.first_form_terms(xs, sched, rev)["total"]
-    second = -L.second_form_terms(xs, sched, rev)["total"]
+    xs = exact.sample_trajectories(x0, sched, n, torch.Generator().manual_seed(3))
+    target = exact.elbo(torch.tensor(x0), sched, rev).item()
+    first = exact.first_form_terms(xs, sched, rev)["total"]
+    second = -exact.second_form_terms(xs, sched, rev)["total"]
     for est in (first, second):
         assert abs(est.mean().item() - target) < 5 * est.std().item() / math.sqrt(n)
-    # the consistency terms: Monte Carlo means equal their exact values, and the KL rewriting differs
-    cons = L.consistency_as_kl(x0, sched, rev)
-    mc = L.first_form_terms(xs, sched, rev)["consistency"]
+    # the consistency terms: Monte Carlo means equal their exact values; the KL rewriting -E KL(q(x_t|x_{t-1}) ||
+    # p(x_t|x_{t+1})), estimated with normal_kl on the same trajectories, equals "as_kl" and differs from them
+    cons = exact.consistency_as_kl(x0, sched, rev)
+    mc = exact.first_form_terms(xs, sched, rev)["consistency"]
     se = mc.std(0) / math.sqrt(n)
     assert ((mc.mean(0) - cons["exact"]).abs() < 5 * se).all()
-    expected = -rev.coef[1:] * sched.alphas[1:].sqrt() * sched.betas[:-1] / rev.variance[1:]
-    torch.testing.assert_close(cons["difference"], expected, rtol=1e-9, atol=1e-12)
+    t = torch.arange(1, sched.T)  # paper t = 1..T-1: q(x_t|x_{t-1}) is code step t-1, p(x_t|x_{t+1}) code step t
+    neg_kl = -normal_kl(sched.alphas[t - 1].sqrt() * xs[:, :-2], sched.betas[t - 1].log(),
+                        rev.coef[t] * xs[:, 2:] + rev.offset[t], rev.variance[t].log())
+    assert ((neg_kl.mean(0) - cons["as_kl"]).abs() < 5 * neg_kl.std(0) / math.sqrt(n)).all()
     # clearly nonzero, except at t = T-1 where α_T = 0.001 (the cosine schedule clips β_T at 0.999)
     assert (cons["difference"].abs() > 10 * se)[:-1].all()
 
 
 def test_data_expectation_is_exact_for_quadratics():
-    got = L.data_expectation(lambda x: torch.stack([x, x**2, x**3], 1), 0.4, 0.6)
+    got = exact.data_expectation(lambda x: torch.stack([x, x**2, x**3], 1), 0.4, 0.6)
     torch.testing.assert_close(got, torch.tensor([0.4, 0.4**2 + 0.36, 0.4**3 + 3 * 0.4 * 0.36], dtype=torch.float64))
 
 
 def test_terms_match_library_vlb_terms_with_oracle_denoiser():
-    """ddpm_lib.vlb_terms with the exact denoiser E[x_0|x_t] and σ² = β_t gives the same L_T and, at the same
-    x_t, the same per-step KLs as the chapter-02 formulas (its L_0 is the discretized decoder, not compared)."""
+    """ddpm_lib.vlb_terms with the exact denoiser E[x_0|xt] and σ² = β_t gives the same L_T and, at the same
+    xt, the same per-step KLs as the chapter-02 formulas (its L_0 is the discretized decoder, not compared)."""
     sched = NoiseSchedule.cosine(10)
     mu0, s0 = 0.2, 0.5
-    model = OracleDenoiser(GaussianMixture([[mu0]], [s0]), sched, objective="pred_x0")
-    rev = L.true_reverse_process(sched, mu0, s0, variance="fixed_large")
+    model = exact.OracleDenoiser(GaussianMixture([[mu0]], [s0]), sched, objective="pred_x0")
+    rev = exact.true_reverse_process(sched, mu0, s0, variance="fixed_large")
     x0 = torch.tensor([[-0.5], [0.25], [0.9]], dtype=torch.float64)
     out = vlb_terms(model, sched, x0, objective="pred_x0", variance="fixed_large", clip_denoised=False,
-                    generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(out["prior"], L.elbo_terms(x0[:, 0], sched, rev)["L_T"], rtol=1e-12, atol=1e-15)
+                    generator=torch.Generator().manual_seed(4), progress=False)
+    torch.testing.assert_close(out["prior"], exact.elbo_terms(x0[:, 0], sched, rev)["L_T"], rtol=1e-12, atol=1e-15)
     # replay the same noise: vlb_terms draws one (B, 1) noise per code step t = 0..T-1, in order
     g = torch.Generator().manual_seed(4)
     noises = [torch.randn(x0.shape, generator=g, dtype=x0.dtype) for _ in range(sched.T)]
     for t in range(1, sched.T):
-        x_t = q_sample(sched, x0, torch.full((3,), t), noises[t])[:, 0]
-        mu_q = sched.posterior_mean_coef1[t] * x0[:, 0] + sched.posterior_mean_coef2[t] * x_t
-        mu_p = rev.coef[t] * x_t + rev.offset[t]
+        xt = q_sample(sched, x0, torch.full((3,), t), noises[t])[:, 0]
+        mu_q = sched.posterior_mean_coef1[t] * x0[:, 0] + sched.posterior_mean_coef2[t] * xt
+        mu_p = rev.coef[t] * xt + rev.offset[t]
         kl = normal_kl(mu_q, sched.posterior_log_variance_clipped[t], mu_p, rev.variance[t].log())
         torch.testing.assert_close(out["terms"][:, t - 1], kl, rtol=1e-9, atol=1e-12)

@@ -11,9 +11,10 @@ the noise ε, identifies the σ that gives back the DDPM posterior (η = 1) and 
 and shows that the forward process of the family is Markovian only at η = 1.
 
 Every function checks its steps symbolically and returns the verified expressions; a failed step raises
-``AssertionError``. ``ᾱ_t`` (``alphabar_t``) and ``ᾱ_{t-1}`` (``alphabar_prev``) are independent symbols
-with 0 < ᾱ_t < ᾱ_{t-1} ≤ 1: the previous step need not be adjacent (a subsequence of timesteps); for the
-adjacent case ᾱ_t = α_t ᾱ_{t-1} is substituted and the results are compared with chapter 03's posterior.
+``AssertionError``. Symbols: the book's set (:mod:`ddpm_lib.symbolic._common`), with σ_t = ``sigma_t``.
+``ᾱ_t`` (``alphabar_t``) and ``ᾱ_{t-1}`` (``alphabar_prev``) are independent symbols with
+0 < ᾱ_t < ᾱ_{t-1} ≤ 1: the previous step need not be adjacent (a subsequence of timesteps); for the adjacent case
+ᾱ_t = α_t ᾱ_{t-1} is substituted (``in_primitives``) and the results are compared with chapter 03's posterior.
 
 Equations (labels of chapter 08): ``eq-ddim-family``, ``eq-ddim-marginal-conditions``, ``eq-ddim-coefficients``,
 ``eq-ddim-step``, ``eq-ddim-sigma``, ``eq-sigma-hat``.
@@ -26,19 +27,14 @@ from functools import lru_cache
 
 import sympy as sp
 
-from .posterior import alpha_t, alphabar_prev, check_zero, posterior_closed_form, x_0, x_prev, x_t
-from .posterior import alphabar_t as alphabar_t_adjacent
+from ._common import (alpha_t, alphabar_prev, alphabar_t, beta_t, check_equal, eps, eta, in_primitives, sigma_t, x_0,
+                      x_prev, x_t)
+from ._common import latex  # noqa: F401  (re-exported: chapters that import only this module print with it)
+from .posterior import posterior_closed_form
 
 __all__ = [
-    "alphabar_t",
-    "alphabar_prev",
     "k",
     "m",
-    "sigma",
-    "eta",
-    "eps",
-    "LATEX_NAMES",
-    "latex",
     "marginal_conditions",
     "DDIMCoefficients",
     "solve_ddim_coefficients",
@@ -54,32 +50,7 @@ __all__ = [
     "ddim_step_numeric",
 ]
 
-# --- symbols ---------------------------------------------------------------------------------
-alphabar_t = sp.Symbol("alphabar_t", positive=True)  #: ᾱ_t (code index t), in (0, ᾱ_{t-1})
-# alphabar_prev (ᾱ_{t-1}, or ᾱ of the previous entry of a subsequence) is chapter 03's symbol.
-k, m = sp.symbols("k m", real=True)  #: the unknown coefficients of x_0 and x_t
-sigma = sp.Symbol("sigma", nonnegative=True)  #: σ_t, the standard deviation of q_σ(x_{t-1} | x_t, x_0)
-eta = sp.Symbol("eta", nonnegative=True)  #: η = σ_t / σ̃_t
-eps = sp.Symbol("epsilon", real=True)  #: ε, the noise with x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε
-
-LATEX_NAMES = {
-    alphabar_t: r"\bar\alpha_t",
-    alphabar_prev: r"\bar\alpha_{t-1}",
-    alpha_t: r"\alpha_t",
-    sigma: r"\sigma_t",
-    eta: r"\eta",
-    eps: r"\epsilon",
-    x_t: "x_t",
-    x_0: "x_0",
-    x_prev: "x_{t-1}",
-}
-
-
-def latex(expr, **kwargs) -> str:
-    """``sympy.latex`` with the book's symbol names (ᾱ_t, ᾱ_{t-1}, σ_t, ...)."""
-    names = dict(LATEX_NAMES)
-    names.update(kwargs.pop("symbol_names", {}))
-    return sp.latex(expr, symbol_names=names, **kwargs)
+k, m = sp.symbols("k m", real=True)  #: the unknown coefficients of x_0 and x_t in q_σ(x_{t-1} | x_t, x_0)
 
 
 # --- solving for k and m -----------------------------------------------------------------------
@@ -93,9 +64,10 @@ def marginal_conditions():
         k + m √ᾱ_t = √ᾱ_{t-1},        m² (1-ᾱ_t) + σ² = 1 - ᾱ_{t-1}.
     """
     mean_prev = k * x_0 + m * sp.sqrt(alphabar_t) * x_0
-    var_prev = m**2 * (1 - alphabar_t) + sigma**2
+    var_prev = m**2 * (1 - alphabar_t) + sigma_t**2
     mean_eq = sp.expand(mean_prev - sp.sqrt(alphabar_prev) * x_0).coeff(x_0)
-    check_zero(sp.expand(mean_prev - sp.sqrt(alphabar_prev) * x_0) - mean_eq * x_0, "the mean condition is linear in x_0")
+    check_equal(sp.expand(mean_prev - sp.sqrt(alphabar_prev) * x_0), mean_eq * x_0,
+                "the mean condition is linear in x_0")
     var_eq = var_prev - (1 - alphabar_prev)
     return mean_eq, var_eq
 
@@ -128,23 +100,23 @@ def solve_ddim_coefficients() -> DDIMCoefficients:
     solutions = sp.solve([mean_eq, var_eq], [k, m], dict=True)
     if len(solutions) != 2:
         raise AssertionError(f"step failed: expected two roots (m = ±...), got {solutions}")
-    m_target = sp.sqrt(1 - alphabar_prev - sigma**2) / sp.sqrt(1 - alphabar_t)
+    m_target = sp.sqrt(1 - alphabar_prev - sigma_t**2) / sp.sqrt(1 - alphabar_t)
     k_target = sp.sqrt(alphabar_prev) - sp.sqrt(alphabar_t) * m_target
     # SymPy writes the roots as ±√((ᾱ_{t-1}+σ²-1)/(ᾱ_t-1)), which is ±m_target under the assumptions
     # ᾱ_t < 1 and σ² ≤ 1-ᾱ_{t-1} that it cannot know: compare the squares, then the sign at a valid point.
-    point = {alphabar_t: sp.Rational(3, 10), alphabar_prev: sp.Rational(4, 5), sigma: sp.Rational(1, 4)}
+    point = {alphabar_t: sp.Rational(3, 10), alphabar_prev: sp.Rational(4, 5), sigma_t: sp.Rational(1, 4)}
     found = []
     for sol in solutions:
-        check_zero(sol[m] ** 2 - m_target**2, "m² = (1-ᾱ_{t-1}-σ²)/(1-ᾱ_t)")
+        check_equal(sol[m] ** 2, m_target**2, "m² = (1-ᾱ_{t-1}-σ²)/(1-ᾱ_t)")
         sign = 1 if sol[m].subs(point) > 0 else -1
-        check_zero((sol[m] - sign * m_target).subs(point), "the root is ±m at a numeric point")
-        check_zero(sol[k] - (sp.sqrt(alphabar_prev) - sp.sqrt(alphabar_t) * sol[m]), "k = √ᾱ_{t-1} - √ᾱ_t m")
+        check_equal((sol[m] - sign * m_target).subs(point), 0, "the root is ±m at a numeric point")
+        check_equal(sol[k], sp.sqrt(alphabar_prev) - sp.sqrt(alphabar_t) * sol[m], "k = √ᾱ_{t-1} - √ᾱ_t m")
         found.append(sign)
     if sorted(found) != [-1, 1]:
         raise AssertionError(f"step failed: the roots are not m = ±√(1-ᾱ_(t-1)-σ²)/√(1-ᾱ_t): {solutions}")
     for sol in solutions:  # both roots satisfy both conditions
-        check_zero(mean_eq.subs(sol), "mean condition")
-        check_zero(var_eq.subs(sol), "variance condition")
+        check_equal(mean_eq.subs(sol), 0, "mean condition")
+        check_equal(var_eq.subs(sol), 0, "variance condition")
     return DDIMCoefficients(k_target, m_target, k_target * x_0 + m_target * x_t, solutions)
 
 
@@ -157,8 +129,8 @@ def ddim_mean_in_eps():
     """
     coeffs = solve_ddim_coefficients()
     lhs = coeffs.mean.subs(x_t, sp.sqrt(alphabar_t) * x_0 + sp.sqrt(1 - alphabar_t) * eps)
-    rhs = sp.sqrt(alphabar_prev) * x_0 + sp.sqrt(1 - alphabar_prev - sigma**2) * eps
-    check_zero(lhs - rhs, "k x_0 + m x_t = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}-σ²) ε")
+    rhs = sp.sqrt(alphabar_prev) * x_0 + sp.sqrt(1 - alphabar_prev - sigma_t**2) * eps
+    check_equal(lhs, rhs, "k x_0 + m x_t = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}-σ²) ε")
     return rhs
 
 
@@ -177,7 +149,7 @@ def _direction_at_sigma_tilde():
     """√(1-ᾱ_{t-1}-σ̃²) in closed form: the radicand is ᾱ_t(1-ᾱ_{t-1})²/(ᾱ_{t-1}(1-ᾱ_t)) (checked), a square of
     non-negative factors, so its root is √ᾱ_t (1-ᾱ_{t-1}) / (√ᾱ_{t-1} √(1-ᾱ_t))."""
     root = sp.sqrt(alphabar_t) * (1 - alphabar_prev) / (sp.sqrt(alphabar_prev) * sp.sqrt(1 - alphabar_t))
-    check_zero(1 - alphabar_prev - sigma_tilde_squared() - root**2, "1-ᾱ_{t-1}-σ̃² = ᾱ_t(1-ᾱ_{t-1})²/(ᾱ_{t-1}(1-ᾱ_t))")
+    check_equal(1 - alphabar_prev - sigma_tilde_squared(), root**2, "1-ᾱ_{t-1}-σ̃² = ᾱ_t(1-ᾱ_{t-1})²/(ᾱ_{t-1}(1-ᾱ_t))")
     return root
 
 
@@ -192,24 +164,20 @@ def eta_one_is_ddpm_posterior():
     """
     coeffs = solve_ddim_coefficients()
     m1 = _direction_at_sigma_tilde() / sp.sqrt(1 - alphabar_t)  # m at σ = σ̃, the positive root
-    check_zero(m1**2 - coeffs.m.subs(sigma, sp.sqrt(sigma_tilde_squared())) ** 2, "m(σ̃)² from the solved m")
+    check_equal(m1**2, coeffs.m.subs(sigma_t, sp.sqrt(sigma_tilde_squared())) ** 2, "m(σ̃)² from the solved m")
     k1 = sp.sqrt(alphabar_prev) - sp.sqrt(alphabar_t) * m1
-    # (i) general skip: the one-step DDPM with α = ᾱ_t/ᾱ_{t-1} (chapter 03's formulas with that α)
-    a_skip = alphabar_t / alphabar_prev
-    skip_coef_x0 = (1 - a_skip) * sp.sqrt(alphabar_prev) / (1 - alphabar_t)
-    skip_coef_xt = (1 - alphabar_prev) * sp.sqrt(a_skip) / (1 - alphabar_t)
-    skip_var = (1 - a_skip) * (1 - alphabar_prev) / (1 - alphabar_t)
-    check_zero(sigma_tilde_squared() - skip_var, "σ̃² is the posterior variance of the skipped step")
-    check_zero(m1 - skip_coef_xt, "m(σ̃) = the skipped step's posterior coefficient of x_t")
-    check_zero(k1 - skip_coef_x0, "k(σ̃) = the skipped step's posterior coefficient of x_0")
-    # (ii) adjacent steps against chapter 03's closed form
+    # (i) general skip: the one-step DDPM with α = ᾱ_t/ᾱ_{t-1} (chapter 03's closed form with that α)
     post_mean, post_var = posterior_closed_form()
-    adjacent = {alphabar_t: alphabar_t_adjacent}
-    k_adj, m_adj, var_adj = (sp.simplify(e.subs(adjacent)) for e in (k1, m1, sigma_tilde_squared()))
-    check_zero(var_adj - post_var, "σ̃² = β̃_t for adjacent steps")
-    check_zero(k_adj - post_mean.coeff(x_0), "k = posterior_mean_coef1")
-    check_zero(m_adj - post_mean.coeff(x_t), "m = posterior_mean_coef2")
-    check_zero(ddim_sigma_expr().subs(eta, 1) ** 2 - sigma_tilde_squared(), "η = 1 in eq-ddim-sigma gives σ̃")
+    skip_mean, skip_var = (e.subs(alpha_t, alphabar_t / alphabar_prev) for e in (post_mean, post_var))
+    check_equal(sigma_tilde_squared(), skip_var, "σ̃² is the posterior variance of the skipped step")
+    check_equal(m1, skip_mean.coeff(x_t), "m(σ̃) = the skipped step's posterior coefficient of x_t")
+    check_equal(k1, skip_mean.coeff(x_0), "k(σ̃) = the skipped step's posterior coefficient of x_0")
+    # (ii) adjacent steps (ᾱ_t = α_t ᾱ_{t-1}) against chapter 03's closed form
+    k_adj, m_adj, var_adj = (sp.simplify(in_primitives(e)) for e in (k1, m1, sigma_tilde_squared()))
+    check_equal(var_adj, post_var, "σ̃² = β̃_t for adjacent steps")
+    check_equal(k_adj, post_mean.coeff(x_0), "k = posterior_mean_coef1")
+    check_equal(m_adj, post_mean.coeff(x_t), "m = posterior_mean_coef2")
+    check_equal(ddim_sigma_expr().subs(eta, 1) ** 2, sigma_tilde_squared(), "η = 1 in eq-ddim-sigma gives σ̃")
     return k_adj, m_adj, sp.factor(var_adj)
 
 
@@ -220,11 +188,12 @@ def eta_zero_is_deterministic():
     ε̂ is carried unchanged from level to level. Returns ``(k, m)`` at σ = 0.
     """
     coeffs = solve_ddim_coefficients()
-    k0, m0 = coeffs.k.subs(sigma, 0), coeffs.m.subs(sigma, 0)
-    check_zero(ddim_sigma_expr().subs(eta, 0), "η = 0 gives σ = 0")
-    check_zero(m0 - sp.sqrt(1 - alphabar_prev) / sp.sqrt(1 - alphabar_t), "m = √(1-ᾱ_{t-1})/√(1-ᾱ_t) at σ = 0")
+    k0, m0 = coeffs.k.subs(sigma_t, 0), coeffs.m.subs(sigma_t, 0)
+    check_equal(ddim_sigma_expr().subs(eta, 0), 0, "η = 0 gives σ = 0")
+    check_equal(m0, sp.sqrt(1 - alphabar_prev) / sp.sqrt(1 - alphabar_t), "m = √(1-ᾱ_{t-1})/√(1-ᾱ_t) at σ = 0")
     mean0 = (k0 * x_0 + m0 * x_t).subs(x_t, sp.sqrt(alphabar_t) * x_0 + sp.sqrt(1 - alphabar_t) * eps)
-    check_zero(mean0 - (sp.sqrt(alphabar_prev) * x_0 + sp.sqrt(1 - alphabar_prev) * eps), "x_{t-1} = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}) ε")
+    check_equal(mean0, sp.sqrt(alphabar_prev) * x_0 + sp.sqrt(1 - alphabar_prev) * eps,
+                "x_{t-1} = √ᾱ_{t-1} x_0 + √(1-ᾱ_{t-1}) ε")
     return sp.simplify(k0), sp.simplify(m0)
 
 
@@ -238,7 +207,7 @@ def forward_x0_coefficient():
     """
     coeffs = solve_ddim_coefficients()
     kk, mm = coeffs.k, coeffs.m
-    log_joint = -((x_prev - kk * x_0 - mm * x_t) ** 2) / (2 * sigma**2) - (x_t - sp.sqrt(alphabar_t) * x_0) ** 2 / (
+    log_joint = -((x_prev - kk * x_0 - mm * x_t) ** 2) / (2 * sigma_t**2) - (x_t - sp.sqrt(alphabar_t) * x_0) ** 2 / (
         2 * (1 - alphabar_t)
     )
     poly = sp.Poly(sp.expand(log_joint), x_t)
@@ -246,7 +215,7 @@ def forward_x0_coefficient():
     mean = sp.expand(-B / (2 * A))
     coef_x0 = sp.simplify(mean.coeff(x_0))
     coef_prev = sp.simplify(mean.coeff(x_prev))
-    check_zero(mean - coef_x0 * x_0 - coef_prev * x_prev, "the forward mean is linear in x_0 and x_{t-1}")
+    check_equal(mean, coef_x0 * x_0 + coef_prev * x_prev, "the forward mean is linear in x_0 and x_{t-1}")
     return coef_x0
 
 
@@ -261,31 +230,32 @@ def markovian_sigmas():
     """
     coeffs = solve_ddim_coefficients()
     s2 = sp.Symbol("s2", positive=True)
-    condition = sp.sqrt(alphabar_t) * sigma**2 - coeffs.k * coeffs.m * (1 - alphabar_t)
+    condition = sp.sqrt(alphabar_t) * sigma_t**2 - coeffs.k * coeffs.m * (1 - alphabar_t)
     # the x_0 coefficient is condition / (σ² (1-ᾱ_t) · precision): check that claim, then solve condition = 0
     coef = forward_x0_coefficient()
-    precision = coeffs.m**2 / sigma**2 + 1 / (1 - alphabar_t)
-    check_zero(coef - condition / (sigma**2 * (1 - alphabar_t) * precision), "x_0 coefficient ∝ √ᾱ_t σ² - k m (1-ᾱ_t)")
-    cond_s2 = condition.subs(sigma, sp.sqrt(s2))
+    precision = coeffs.m**2 / sigma_t**2 + 1 / (1 - alphabar_t)
+    check_equal(coef, condition / (sigma_t**2 * (1 - alphabar_t) * precision),
+                "x_0 coefficient ∝ √ᾱ_t σ² - k m (1-ᾱ_t)")
+    cond_s2 = condition.subs(sigma_t, sp.sqrt(s2))
     r = sp.sqrt(1 - alphabar_prev - s2)  # √(1-ᾱ_{t-1}-σ²), so m = r/√(1-ᾱ_t)
     # k m (1-ᾱ_t) = √ᾱ_{t-1} √(1-ᾱ_t) r - √ᾱ_t r², and √ᾱ_t (σ² + r²) = √ᾱ_t (1-ᾱ_{t-1}):
-    check_zero(cond_s2 - (sp.sqrt(alphabar_t) * (1 - alphabar_prev) - sp.sqrt(alphabar_prev) * sp.sqrt(1 - alphabar_t) * r),
-               "condition = √ᾱ_t(1-ᾱ_{t-1}) - √ᾱ_{t-1} √(1-ᾱ_t) √(1-ᾱ_{t-1}-σ²)")
+    check_equal(cond_s2,
+                sp.sqrt(alphabar_t) * (1 - alphabar_prev) - sp.sqrt(alphabar_prev) * sp.sqrt(1 - alphabar_t) * r,
+                "condition = √ᾱ_t(1-ᾱ_{t-1}) - √ᾱ_{t-1} √(1-ᾱ_t) √(1-ᾱ_{t-1}-σ²)")
     # so the condition is r = √ᾱ_t (1-ᾱ_{t-1}) / (√ᾱ_{t-1} √(1-ᾱ_t)); both sides are ≥ 0, square it
     rhs_squared = alphabar_t * (1 - alphabar_prev) ** 2 / (alphabar_prev * (1 - alphabar_t))
     roots = sp.solve(sp.Eq(1 - alphabar_prev - s2, rhs_squared), s2)
     if len(roots) != 1:
         raise AssertionError(f"step failed: expected one root σ², got {roots}")
-    check_zero(roots[0] - sigma_tilde_squared(), "the only σ² is σ̃²")
+    check_equal(roots[0], sigma_tilde_squared(), "the only σ² is σ̃²")
     # for adjacent steps the forward step at σ = σ̃ is the DDPM one, N(√α_t x_{t-1}, β_t)
     m1 = _direction_at_sigma_tilde() / sp.sqrt(1 - alphabar_t)
     precision1 = m1**2 / sigma_tilde_squared() + 1 / (1 - alphabar_t)
     coef_prev1 = m1 / sigma_tilde_squared() / precision1
-    check_zero(coef_prev1.subs(alphabar_t, alphabar_t_adjacent) - sp.sqrt(alpha_t), "forward mean √α_t x_{t-1}")
-    var_fwd = (1 / precision1).subs(alphabar_t, alphabar_t_adjacent)
-    check_zero(var_fwd - (1 - alpha_t), "forward variance β_t")
+    check_equal(in_primitives(coef_prev1), sp.sqrt(alpha_t), "forward mean √α_t x_{t-1}")
+    check_equal(in_primitives(1 / precision1), in_primitives(beta_t), "forward variance β_t")
     clean = sp.sqrt(alphabar_t) * (1 - alphabar_prev) - sp.sqrt(alphabar_prev) * sp.sqrt(1 - alphabar_t) * sp.sqrt(
-        1 - alphabar_prev - sigma**2)
+        1 - alphabar_prev - sigma_t**2)
     return clean, sigma_tilde_squared()
 
 
@@ -296,7 +266,7 @@ def sigma_hat_squared():
     σ̂² ≥ σ̃² since σ̃²/σ̂² = (1-ᾱ_{t-1})/(1-ᾱ_t) ≤ 1 (checked). Returns σ̂².
     """
     hat = 1 - alphabar_t / alphabar_prev
-    check_zero(sigma_tilde_squared() / hat - (1 - alphabar_prev) / (1 - alphabar_t), "σ̃²/σ̂² = (1-ᾱ_{t-1})/(1-ᾱ_t)")
+    check_equal(sigma_tilde_squared() / hat, (1 - alphabar_prev) / (1 - alphabar_t), "σ̃²/σ̂² = (1-ᾱ_{t-1})/(1-ᾱ_t)")
     return hat
 
 
@@ -308,7 +278,7 @@ def sigma_hat_direction_term():
     and only enlarges the noise to σ̂; chapter 08 does the same. Returns the simplified term.
     """
     term = sp.simplify(1 - alphabar_prev - sigma_hat_squared())
-    check_zero(term - (alphabar_t / alphabar_prev - alphabar_prev), "1-ᾱ_{t-1}-σ̂² = ᾱ_t/ᾱ_{t-1} - ᾱ_{t-1}")
+    check_equal(term, alphabar_t / alphabar_prev - alphabar_prev, "1-ᾱ_{t-1}-σ̂² = ᾱ_t/ᾱ_{t-1} - ᾱ_{t-1}")
     return term
 
 
@@ -323,7 +293,7 @@ def ddim_step_numeric(abar_t: float, abar_prev: float, eta_value: float):
     coeffs = solve_ddim_coefficients()
     values = {alphabar_t: sp.Float(abar_t, 30), alphabar_prev: sp.Float(abar_prev, 30), eta: sp.Float(eta_value, 30)}
     sigma_value = sig.subs(values)
-    values[sigma] = sigma_value
+    values[sigma_t] = sigma_value
     coef_x0 = sp.sqrt(alphabar_prev).subs(values)
-    coef_eps = sp.sqrt(1 - alphabar_prev - sigma**2).subs(values)
+    coef_eps = sp.sqrt(1 - alphabar_prev - sigma_t**2).subs(values)
     return tuple(float(sp.N(v, 20)) for v in (coef_x0, coef_eps, sigma_value, coeffs.k.subs(values), coeffs.m.subs(values)))

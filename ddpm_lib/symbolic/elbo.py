@@ -1,8 +1,9 @@
 """Chapter 02 (``notebooks/02_elbo``): the evidence lower bound, derived in SymPy.
 
-Each step is checked with ``simplify(lhs - rhs) == 0`` (``AssertionError`` naming the step if it fails); verified
-results are returned. The float64 evaluation of the exact one-dimensional Gaussian example (data N(μ_0, s_0²),
-where every term of the bound is known in closed form) is in :mod:`ddpm_lib.exact`, which needs no SymPy.
+Each step is checked with :func:`~ddpm_lib.symbolic._common.check_equal` (``AssertionError`` naming the step if it
+fails); verified results are returned, in the book's symbol set (:mod:`ddpm_lib.symbolic._common`). The float64
+evaluation of the exact one-dimensional Gaussian example (data N(μ_0, s_0²), where every term of the bound is known
+in closed form) is in :mod:`ddpm_lib.exact`, which needs no SymPy.
 
 Equation labels refer to chapter 02: ``eq-reverse-chain``, ``eq-marginal-likelihood``,
 ``eq-elbo-jensen``, ``eq-elbo-gap``, ``eq-elbo-first-form``, ``eq-markov-bayes``,
@@ -17,7 +18,10 @@ from typing import NamedTuple
 import sympy as sp
 from sympy.stats import E, Normal, covariance, variance
 
-from .forward import ALPHA, ALPHABAR_PREV, X0, X_PREV, X_T, assert_equal, sum_of_independent_gaussians
+from ._common import (alpha_t, alphabar_prev, alphabar_t, beta_t, check_equal, gaussian_log_density, in_primitives,
+                      x_0, x_prev, x_t)
+from .forward import sum_of_independent_gaussians
+from .posterior import posterior_closed_form
 
 __all__ = [
     "gaussian_kl_1d",
@@ -29,11 +33,6 @@ __all__ = [
     "gaussian_data_marginal",
     "true_reverse_gaussian",
 ]
-
-
-def _log_normal_pdf(x, mean, var):
-    """log N(x; mean, var) as a SymPy expression."""
-    return -sp.log(2 * sp.pi * var) / 2 - (x - mean) ** 2 / (2 * var)
 
 
 def _quadratic_part(x, mean, var):
@@ -48,12 +47,12 @@ def _assert_same_log_density(lhs: list, rhs: list, step: str):
     """
     q_l = sum(_quadratic_part(*term) for term in lhs)
     q_r = sum(_quadratic_part(*term) for term in rhs)
-    assert_equal(sp.cancel(sp.together(q_l - q_r)), sp.Integer(0), f"{step}: exponents")
+    check_equal(sp.cancel(sp.together(q_l - q_r)), sp.Integer(0), f"{step}: exponents")
     v_l = sp.Mul(*(term[2] for term in lhs))
     v_r = sp.Mul(*(term[2] for term in rhs))
     if len(lhs) != len(rhs):
         raise AssertionError(f"step '{step}' failed: {len(lhs)} Gaussian factors on the left, {len(rhs)} on the right")
-    assert_equal(sp.cancel(sp.together(v_l / v_r)), sp.Integer(1), f"{step}: normalising constants")
+    check_equal(sp.cancel(sp.together(v_l / v_r)), sp.Integer(1), f"{step}: normalising constants")
 
 
 # =====================================================================================================
@@ -77,10 +76,10 @@ def gaussian_kl_1d() -> GaussianKL:
     m1, m2 = sp.symbols("m_1 m_2", real=True)
     v1, v2 = sp.symbols("v_1 v_2", positive=True)
     x = Normal("x", m1, sp.sqrt(v1))
-    kl = E(_log_normal_pdf(x, m1, v1) - _log_normal_pdf(x, m2, v2))
+    kl = E(gaussian_log_density(x, m1, v1) - gaussian_log_density(x, m2, v2))
     closed = (sp.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1) / 2
-    assert_equal(sp.expand_log(kl, force=True), sp.expand_log(closed, force=True), "KL between 1-D Gaussians")
-    assert_equal(closed.subs({m2: m1, v2: v1}), sp.Integer(0), "KL(q || q) = 0")
+    check_equal(sp.expand_log(kl, force=True), sp.expand_log(closed, force=True), "KL between 1-D Gaussians")
+    check_equal(closed.subs({m2: m1, v2: v1}), sp.Integer(0), "KL(q || q) = 0")
     return GaussianKL(kl=closed, m1=m1, v1=v1, m2=m2, v2=v2)
 
 
@@ -88,7 +87,7 @@ def log_concavity() -> sp.Expr:
     """d²/dy² log y = -1/y² < 0: log is concave, the premise of Jensen's inequality
     log E[Y] ≥ E[log Y] used in chapter 02, eq. ``eq-elbo-jensen``."""
     y = sp.Symbol("y", positive=True)
-    second = assert_equal(sp.diff(sp.log(y), y, 2), -1 / y**2, "d^2/dy^2 log y = -1/y^2")
+    second = check_equal(sp.diff(sp.log(y), y, 2), -1 / y**2, "d^2/dy^2 log y = -1/y^2")
     if not second.is_negative:
         raise AssertionError("step 'log is concave' failed: -1/y^2 is not negative for y > 0")
     return second
@@ -119,24 +118,25 @@ def one_step_elbo_gap() -> OneStepGap:
     # p(x_0) = N(b, a² + s²): x_0 = a x_1 + b + s z with x_1, z independent standard normals
     z1, z = Normal("x_1_rv", 0, 1), Normal("z", 0, 1)
     x0_rv = a * z1 + b + sp.sqrt(s2) * z
-    assert_equal(E(x0_rv), b, "E[x_0] under p")
-    assert_equal(variance(x0_rv), a**2 + s2, "Var[x_0] under p")
+    check_equal(E(x0_rv), b, "E[x_0] under p")
+    check_equal(variance(x0_rv), a**2 + s2, "Var[x_0] under p")
     sum_of_independent_gaussians()  # ... and x_0 is Gaussian
-    log_px0 = _log_normal_pdf(X0, b, a**2 + s2)
+    log_px0 = gaussian_log_density(x_0, b, a**2 + s2)
     # Bayes: p(x_1 | x_0) = p(x_0 | x_1) p(x_1) / p(x_0) is Gaussian with these moments
     post_var = s2 / (a**2 + s2)
-    post_mean = a * (X0 - b) / (a**2 + s2)
+    post_mean = a * (x_0 - b) / (a**2 + s2)
     _assert_same_log_density(
-        [(X0, a * x1 + b, s2), (x1, 0, 1)], [(x1, post_mean, post_var), (X0, b, a**2 + s2)], "Bayes for p(x_1 | x_0)"
+        [(x_0, a * x1 + b, s2), (x1, 0, 1)], [(x1, post_mean, post_var), (x_0, b, a**2 + s2)], "Bayes for p(x_1 | x_0)"
     )
     # ELBO = E_{x_1 ~ q(x_1|x_0)}[log p(x_0|x_1) + log p(x_1) - log q(x_1|x_0)]
-    q_mean, q_var = sp.sqrt(ALPHA) * X0, 1 - ALPHA
+    q_mean, q_var = sp.sqrt(alpha_t) * x_0, 1 - alpha_t
     x1_q = Normal("x_1_q", q_mean, sp.sqrt(q_var))
-    elbo = E(_log_normal_pdf(X0, a * x1_q + b, s2) + _log_normal_pdf(x1_q, 0, 1) - _log_normal_pdf(x1_q, q_mean, q_var))
+    elbo = E(gaussian_log_density(x_0, a * x1_q + b, s2) + gaussian_log_density(x1_q, 0, 1)
+             - gaussian_log_density(x1_q, q_mean, q_var))
     kl = gaussian_kl_1d()
     gap_kl = kl.kl.subs({kl.m1: q_mean, kl.v1: q_var, kl.m2: post_mean, kl.v2: post_var})
     gap = sp.expand(sp.expand_log(log_px0 - elbo, force=True))
-    assert_equal(gap, sp.expand(sp.expand_log(gap_kl, force=True)), "log p(x_0) - ELBO = KL(q(x_1|x_0) || p(x_1|x_0))")
+    check_equal(gap, sp.expand(sp.expand_log(gap_kl, force=True)), "log p(x_0) - ELBO = KL(q(x_1|x_0) || p(x_1|x_0))")
     return OneStepGap(
         log_px0=log_px0, elbo=elbo, gap=gap_kl, posterior_mean=post_mean, posterior_variance=post_var, a=a, b=b, s2=s2
     )
@@ -148,13 +148,12 @@ class PosteriorQ(NamedTuple):
     variance: sp.Expr  # (1 - ᾱ_{t-1}) β_t / (1 - ᾱ_t)
 
 
-def _posterior_coefficients(alpha, alphabar_prev):
-    alphabar = alpha * alphabar_prev
-    return (
-        sp.sqrt(alphabar_prev) * (1 - alpha) / (1 - alphabar),
-        sp.sqrt(alpha) * (1 - alphabar_prev) / (1 - alphabar),
-        (1 - alphabar_prev) * (1 - alpha) / (1 - alphabar),
-    )
+def _posterior_in_roots(r, g):
+    """Chapter 03's q(x_{t-1} | x_t, x_0) = N(mean, variance)
+    (:func:`~ddpm_lib.symbolic.posterior.posterior_closed_form`) written with r = √α_t and g = √ᾱ_{t-1}, positive
+    symbols, so that no square root is left."""
+    to_roots = {alpha_t: r**2, alphabar_prev: g**2}
+    return tuple(e.subs(to_roots) for e in posterior_closed_form())
 
 
 def markov_bayes_step() -> PosteriorQ:
@@ -164,18 +163,17 @@ def markov_bayes_step() -> PosteriorQ:
     The first equality is the Markov property; the second is Bayes' rule. It holds with
     q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t) of chapter 03 (eqs. ``eq-posterior-mean``,
     ``eq-posterior-variance``), checked here as an identity between the products of densities.
-    Returns the coefficients in terms of ``alpha_t`` and ``alphabar_tm1``.
+    Returns the coefficients in terms of ``alpha_t`` and ``alphabar_prev``.
     """
     r, g = sp.symbols("r g", positive=True)  # r = √α_t, g = √ᾱ_{t-1}: no square roots left
-    c0, ct, var = _posterior_coefficients(r**2, g**2)
-    c0, ct = c0.subs(sp.sqrt(g**2), g), ct.subs(sp.sqrt(r**2), r)
-    post_mean = c0 * X0 + ct * X_T
+    post_mean, var = _posterior_in_roots(r, g)
     _assert_same_log_density(
-        [(X_T, r * X_PREV, 1 - r**2), (X_PREV, g * X0, 1 - g**2)],
-        [(X_PREV, post_mean, var), (X_T, r * g * X0, 1 - r**2 * g**2)],
+        [(x_t, r * x_prev, 1 - r**2), (x_prev, g * x_0, 1 - g**2)],
+        [(x_prev, post_mean, var), (x_t, r * g * x_0, 1 - r**2 * g**2)],
         "q(x_t|x_{t-1}) q(x_{t-1}|x_0) = q(x_{t-1}|x_t,x_0) q(x_t|x_0)",
     )
-    return PosteriorQ(*_posterior_coefficients(ALPHA, ALPHABAR_PREV))
+    mean, var = posterior_closed_form()
+    return PosteriorQ(coef_x0=mean.coeff(x_0), coef_xt=mean.coeff(x_t), variance=var)
 
 
 class TelescopedLogQ(NamedTuple):
@@ -202,14 +200,12 @@ def telescoped_log_q(T: int = 3) -> TelescopedLogQ:
     lhs = [(xs[t], r[t - 1] * xs[t - 1], 1 - r[t - 1] ** 2) for t in range(1, T + 1)]
     rhs = [(xs[T], abar_root[T] * xs[0], 1 - abar_root[T] ** 2)]
     for t in range(2, T + 1):
-        rt, g = r[t - 1], abar_root[t - 1]
-        alphabar = rt**2 * g**2
-        mean = g * (1 - rt**2) / (1 - alphabar) * xs[0] + rt * (1 - g**2) / (1 - alphabar) * xs[t]
-        rhs.append((xs[t - 1], mean, (1 - g**2) * (1 - rt**2) / (1 - alphabar)))
+        mean, var = _posterior_in_roots(r[t - 1], abar_root[t - 1])
+        rhs.append((xs[t - 1], mean.subs({x_0: xs[0], x_t: xs[t]}), var))
     _assert_same_log_density(lhs, rhs, f"telescoping of log q(x_1:{T} | x_0)")
     return TelescopedLogQ(
-        chain=sum(_log_normal_pdf(*term) for term in lhs),
-        telescoped=sum(_log_normal_pdf(*term) for term in rhs),
+        chain=sum(gaussian_log_density(*term) for term in lhs),
+        telescoped=sum(gaussian_log_density(*term) for term in rhs),
         roots=r,
         xs=xs,
     )
@@ -246,13 +242,13 @@ def elbo_forms_pointwise(T: int = 4) -> ELBOForms:
     reconstruction = lp[1]
     prior_matching = lp_T - lq[T]
     consistency = [lp[t + 1] - lq[t] for t in range(1, T)]
-    assert_equal(reconstruction + prior_matching + sum(consistency), log_ratio, "first form regroups the log ratio")
+    check_equal(reconstruction + prior_matching + sum(consistency), log_ratio, "first form regroups the log ratio")
     # second form: log q(x_{1:T}|x_0) = log q(x_T|x_0) + Σ_{t≥2} log q(x_{t-1}|x_t,x_0)  (eq-telescoping)
     log_ratio_telescoped = log_p_joint - (lq_T0 + sum(lq_post.values()))
     L_T = lq_T0 - lp_T
     L_tm1 = [lq_post[t] - lp[t] for t in range(2, T + 1)]
     L_0 = -lp[1]
-    assert_equal(-(L_T + sum(L_tm1) + L_0), log_ratio_telescoped, "second form regroups the telescoped log ratio")
+    check_equal(-(L_T + sum(L_tm1) + L_0), log_ratio_telescoped, "second form regroups the telescoped log ratio")
     return ELBOForms(
         log_ratio=log_ratio,
         first_form={"reconstruction": reconstruction, "prior_matching": prior_matching, "consistency": consistency},
@@ -274,15 +270,14 @@ def gaussian_data_marginal() -> DataMarginal:
     eq. ``eq-gaussian-data-marginal``); with s_0 = 1 the variance is 1 at every t."""
     mu0 = sp.Symbol("mu_0", real=True)
     s0 = sp.Symbol("s_0", positive=True)
-    alphabar = sp.Symbol("alphabar_t", positive=True)
     x0 = Normal("x_0_data", mu0, s0)
     eps = Normal("epsilon", 0, 1)
-    x_t = sp.sqrt(alphabar) * x0 + sp.sqrt(1 - alphabar) * eps
-    mean = assert_equal(E(x_t), sp.sqrt(alphabar) * mu0, "E[x_t] for Gaussian data")
-    var = assert_equal(variance(x_t), alphabar * s0**2 + 1 - alphabar, "Var[x_t] for Gaussian data")
-    assert_equal(var.subs(s0, 1), sp.Integer(1), "unit-variance data keep variance 1")
+    xt = sp.sqrt(alphabar_t) * x0 + sp.sqrt(1 - alphabar_t) * eps
+    mean = check_equal(E(xt), sp.sqrt(alphabar_t) * mu0, "E[x_t] for Gaussian data")
+    var = check_equal(variance(xt), alphabar_t * s0**2 + 1 - alphabar_t, "Var[x_t] for Gaussian data")
+    check_equal(var.subs(s0, 1), sp.Integer(1), "unit-variance data keep variance 1")
     sum_of_independent_gaussians()
-    return DataMarginal(mean=mean, variance=var, mu0=mu0, s0=s0, alphabar=alphabar)
+    return DataMarginal(mean=mean, variance=var, mu0=mu0, s0=s0, alphabar=alphabar_t)
 
 
 class TrueReverse(NamedTuple):
@@ -310,29 +305,27 @@ def true_reverse_gaussian() -> TrueReverse:
     r, g = sp.symbols("r g", positive=True)  # r = √α_t, g = √ᾱ_{t-1}
     m_prev, v_prev = g * mu0, g**2 * s0**2 + 1 - g**2  # eq-gaussian-data-marginal at t-1
     m_t, v_t = r * m_prev, r**2 * v_prev + 1 - r**2
-    mean = m_prev + r * v_prev / v_t * (X_T - m_t)
+    mean = m_prev + r * v_prev / v_t * (x_t - m_t)
     var = v_prev * (1 - r**2) / v_t
     _assert_same_log_density(
-        [(X_T, r * X_PREV, 1 - r**2), (X_PREV, m_prev, v_prev)],
-        [(X_PREV, mean, var), (X_T, m_t, v_t)],
+        [(x_t, r * x_prev, 1 - r**2), (x_prev, m_prev, v_prev)],
+        [(x_prev, mean, var), (x_t, m_t, v_t)],
         "q(x_t|x_{t-1}) q(x_{t-1}) = q(x_{t-1}|x_t) q(x_t)",
     )
-    # the two limits of the variance
-    beta = 1 - r**2
-    beta_tilde = (1 - g**2) * beta / (1 - r**2 * g**2)
-    assert_equal(var.subs(s0, 1), beta, "s_0 = 1: Var[x_{t-1}|x_t] = beta_t")
-    assert_equal(var.subs(s0, 0), beta_tilde, "s_0 = 0: Var[x_{t-1}|x_t] = beta_tilde_t")
+    # the two limits of the variance: β_t and chapter 03's β̃_t
+    beta = in_primitives(beta_t).subs(alpha_t, r**2)
+    post_mean, beta_tilde = _posterior_in_roots(r, g)
+    check_equal(var.subs(s0, 1), beta, "s_0 = 1: Var[x_{t-1}|x_t] = beta_t")
+    check_equal(var.subs(s0, 0), beta_tilde, "s_0 = 0: Var[x_{t-1}|x_t] = beta_tilde_t")
     # E[x_0 | x_t] by Gaussian conditioning, then μ̃_t(x_t, E[x_0|x_t]) = E[x_{t-1}|x_t]
     s0_pos = sp.Symbol("s_0", positive=True)  # sympy.stats needs a positive standard deviation
     z0, eps = Normal("x_0_data", mu0, s0_pos), Normal("epsilon", 0, 1)
     xt_rv = r * g * z0 + sp.sqrt(1 - r**2 * g**2) * eps
-    cov = assert_equal(covariance(z0, xt_rv), r * g * s0_pos**2, "Cov(x_0, x_t) = sqrt(alphabar_t) s_0^2")
+    cov = check_equal(covariance(z0, xt_rv), r * g * s0_pos**2, "Cov(x_0, x_t) = sqrt(alphabar_t) s_0^2")
     cov = cov.subs(s0_pos, s0)
-    x0_hat = mu0 + cov / v_t * (X_T - m_t)
-    c0 = g * (1 - r**2) / (1 - r**2 * g**2)
-    ct = r * (1 - g**2) / (1 - r**2 * g**2)
-    assert_equal(c0 * x0_hat + ct * X_T, mean, "E[x_{t-1}|x_t] = mu_tilde(x_t, E[x_0|x_t])")
-    back = {r: sp.sqrt(ALPHA), g: sp.sqrt(ALPHABAR_PREV)}
+    x0_hat = mu0 + cov / v_t * (x_t - m_t)
+    check_equal(post_mean.subs(x_0, x0_hat), mean, "E[x_{t-1}|x_t] = mu_tilde(x_t, E[x_0|x_t])")
+    back = {r: sp.sqrt(alpha_t), g: sp.sqrt(alphabar_prev)}
     return TrueReverse(
         mean=mean.subs(back),
         variance=var.subs(back),

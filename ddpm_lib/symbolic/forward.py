@@ -1,14 +1,14 @@
 """Chapter 01 (``notebooks/01_forward_process``): the forward process, derived and checked in SymPy.
 
 Every function builds the expressions of one derivation, checks each step with
-``sympy.simplify(lhs - rhs) == 0`` (raising ``AssertionError`` naming the step when a check fails)
+:func:`~ddpm_lib.symbolic._common.check_equal` (raising ``AssertionError`` naming the step when a check fails)
 and returns the verified result as SymPy expressions. The notebook shows the steps;
 ``tests/test_symbolic_forward_elbo.py`` evaluates the results against :mod:`ddpm_lib.schedules`.
 
-Symbols (all per dimension; the forward process acts on each coordinate independently):
-
-- ``alpha_t`` = α_t = 1 - β_t, ``beta_t`` = β_t, ``alphabar_t`` = ᾱ_t = Π_{s≤t} α_s,
-  ``alphabar_tm1`` = ᾱ_{t-1} (so ᾱ_t = α_t ᾱ_{t-1}), ``x_0``, ``x_tm1`` = x_{t-1}, ``x_t``.
+Symbols: the book's set (:mod:`ddpm_lib.symbolic._common`), per dimension since the forward process acts on each
+coordinate independently: ``alpha_t`` = α_t, ``beta_t`` = β_t, ``alphabar_t`` = ᾱ_t = Π_{s≤t} α_s,
+``alphabar_prev`` = ᾱ_{t-1}, ``x_0``, ``x_prev`` = x_{t-1}. The relations β_t = 1 - α_t and ᾱ_t = α_t ᾱ_{t-1}
+enter through ``in_primitives``.
 
 Equation labels refer to chapter 01: ``eq-forward-chain``, ``eq-forward-step``,
 ``eq-unit-variance-condition``, ``eq-variance-recursion``, ``eq-alpha-bar``, ``eq-sum-gaussians``,
@@ -26,17 +26,10 @@ from typing import NamedTuple
 import sympy as sp
 from sympy.stats import E, Normal, characteristic_function, variance
 
+from ._common import (alpha_t, alphabar_prev, alphabar_t, beta_t, check_equal, gaussian_log_density, in_primitives,
+                      x_0, x_prev)
+
 __all__ = [
-    "ALPHA",
-    "BETA",
-    "ALPHABAR",
-    "ALPHABAR_PREV",
-    "X0",
-    "X_PREV",
-    "X_T",
-    "LATEX_NAMES",
-    "latex",
-    "assert_equal",
     "forward_step",
     "forward_step_variance",
     "sum_of_independent_gaussians",
@@ -51,46 +44,6 @@ __all__ = [
     "prior_kl_numeric",
 ]
 
-# --- symbols --------------------------------------------------------------------------------------
-ALPHA = sp.Symbol("alpha_t", positive=True)  # α_t ∈ (0, 1)
-BETA = sp.Symbol("beta_t", positive=True)  # β_t = 1 - α_t
-ALPHABAR = sp.Symbol("alphabar_t", positive=True)  # ᾱ_t ∈ (0, 1)
-ALPHABAR_PREV = sp.Symbol("alphabar_tm1", positive=True)  # ᾱ_{t-1} ∈ (0, 1]
-X0 = sp.Symbol("x_0", real=True)
-X_PREV = sp.Symbol("x_tm1", real=True)
-X_T = sp.Symbol("x_t", real=True)
-
-#: how the symbols of this module print in LaTeX (``latex(expr)``)
-LATEX_NAMES = {
-    ALPHA: r"\alpha_t",
-    BETA: r"\beta_t",
-    ALPHABAR: r"\bar\alpha_t",
-    ALPHABAR_PREV: r"\bar\alpha_{t-1}",
-    X0: r"x_0",
-    X_PREV: r"x_{t-1}",
-    X_T: r"x_t",
-}
-
-
-def latex(expr, extra_names: dict | None = None) -> str:
-    """LaTeX of ``expr`` with the book's notation (ᾱ_{t-1} instead of ``alphabar_tm1``)."""
-    names = dict(LATEX_NAMES)
-    if extra_names:
-        names.update(extra_names)
-    return sp.latex(expr, symbol_names=names)
-
-
-def assert_equal(lhs, rhs, step: str):
-    """Raise ``AssertionError`` naming ``step`` unless ``simplify(lhs - rhs) == 0``; return ``rhs``,
-    the verified closed form."""
-    diff = sp.simplify(lhs - rhs)
-    if diff != 0:
-        # Logarithms and square roots of positive symbols sometimes need to be expanded first.
-        diff = sp.simplify(sp.expand(sp.expand_log(sp.powsimp(diff, force=True), force=True)))
-    if diff != 0:
-        raise AssertionError(f"step '{step}' failed: lhs - rhs simplifies to {diff}, not 0")
-    return rhs
-
 
 # --- eq-forward-step, eq-variance-recursion, eq-unit-variance-condition -------------------------------
 class ForwardStep(NamedTuple):
@@ -104,11 +57,11 @@ def forward_step() -> ForwardStep:
     The conditional variance is the forward-process variance β_t = 1 - α_t.
     """
     eps = Normal("epsilon", 0, 1)
-    x_t = sp.sqrt(ALPHA) * X_PREV + sp.sqrt(1 - ALPHA) * eps
-    mean = assert_equal(E(x_t), sp.sqrt(ALPHA) * X_PREV, "E[x_t | x_{t-1}] = sqrt(alpha_t) x_{t-1}")
-    var = assert_equal(variance(x_t), 1 - ALPHA, "Var[x_t | x_{t-1}] = 1 - alpha_t")
-    var = assert_equal(var.subs(ALPHA, 1 - BETA), BETA, "Var[x_t | x_{t-1}] = beta_t")
-    return ForwardStep(mean=mean, variance=BETA)
+    x_t = sp.sqrt(alpha_t) * x_prev + sp.sqrt(1 - alpha_t) * eps
+    mean = check_equal(E(x_t), sp.sqrt(alpha_t) * x_prev, "E[x_t | x_{t-1}] = sqrt(alpha_t) x_{t-1}")
+    var = check_equal(variance(x_t), 1 - alpha_t, "Var[x_t | x_{t-1}] = 1 - alpha_t")
+    check_equal(var, in_primitives(beta_t), "Var[x_t | x_{t-1}] = beta_t")
+    return ForwardStep(mean=mean, variance=beta_t)
 
 
 class StepVariance(NamedTuple):
@@ -131,17 +84,17 @@ def forward_step_variance() -> StepVariance:
     deviation from 1 shrinks by α_t per step.
     """
     a, b, v = sp.symbols("a b v", positive=True)
-    x_prev = Normal("x_prev", 0, sp.sqrt(v))
+    x_prev_rv = Normal("x_prev", 0, sp.sqrt(v))
     eps = Normal("epsilon", 0, 1)
-    general = assert_equal(variance(a * x_prev + b * eps), a**2 * v + b**2, "Var(a x + b eps) = a^2 v + b^2")
+    general = check_equal(variance(a * x_prev_rv + b * eps), a**2 * v + b**2, "Var(a x + b eps) = a^2 v + b^2")
     solutions = sp.solve(sp.Eq(general.subs(v, 1), 1), b)
     if len(solutions) != 1:
         raise AssertionError(f"step 'a^2 + b^2 = 1' failed: expected one positive b, got {solutions}")
-    b_unit = assert_equal(solutions[0], sp.sqrt(1 - a**2), "b = sqrt(1 - a^2)")
-    ddpm = general.subs({a: sp.sqrt(ALPHA), b: sp.sqrt(1 - ALPHA)})
-    assert_equal(ddpm, ALPHA * v + 1 - ALPHA, "Var(x_t) = alpha_t v + 1 - alpha_t")
-    assert_equal(ddpm.subs(v, 1), sp.Integer(1), "Var(x_{t-1}) = 1 implies Var(x_t) = 1")
-    deviation = assert_equal(ddpm - 1, ALPHA * (v - 1), "Var(x_t) - 1 = alpha_t (Var(x_{t-1}) - 1)")
+    b_unit = check_equal(solutions[0], sp.sqrt(1 - a**2), "b = sqrt(1 - a^2)")
+    ddpm = general.subs({a: sp.sqrt(alpha_t), b: sp.sqrt(1 - alpha_t)})
+    check_equal(ddpm, alpha_t * v + 1 - alpha_t, "Var(x_t) = alpha_t v + 1 - alpha_t")
+    check_equal(ddpm.subs(v, 1), sp.Integer(1), "Var(x_{t-1}) = 1 implies Var(x_t) = 1")
+    deviation = check_equal(ddpm - 1, alpha_t * (v - 1), "Var(x_t) - 1 = alpha_t (Var(x_{t-1}) - 1)")
     return StepVariance(
         general=general, b_for_unit_variance=b_unit, ddpm=ddpm, deviation=deviation, a=a, b=b, v=v
     )
@@ -167,7 +120,7 @@ def sum_of_independent_gaussians() -> GaussianMoments:
     phi_x = characteristic_function(Normal("X", m1, s1))(u)
     phi_y = characteristic_function(Normal("Y", m2, s2))(u)
     phi_sum = characteristic_function(Normal("S", m1 + m2, sp.sqrt(s1**2 + s2**2)))(u)
-    assert_equal(sp.expand(sp.powsimp(phi_x * phi_y)), sp.expand(phi_sum), "phi_X phi_Y = phi_{N(m1+m2, s1^2+s2^2)}")
+    check_equal(sp.expand(sp.powsimp(phi_x * phi_y)), sp.expand(phi_sum), "phi_X phi_Y = phi_{N(m1+m2, s1^2+s2^2)}")
     return GaussianMoments(mean=m1 + m2, variance=s1**2 + s2**2)
 
 
@@ -185,15 +138,15 @@ def merge_two_gaussians() -> MergedGaussians:
     Gaussian by :func:`sum_of_independent_gaussians`, so it equals √ᾱ_t x_0 + √(1-ᾱ_t) ε.
     """
     eps1, eps2 = Normal("epsilon_1", 0, 1), Normal("epsilon_2", 0, 1)
-    x_t = sp.sqrt(ALPHA) * (sp.sqrt(ALPHABAR_PREV) * X0 + sp.sqrt(1 - ALPHABAR_PREV) * eps1) + sp.sqrt(1 - ALPHA) * eps2
-    alphabar_t = ALPHA * ALPHABAR_PREV
-    assert_equal(E(x_t), sp.sqrt(alphabar_t) * X0, "E[x_t | x_0] = sqrt(alphabar_t) x_0")
-    noise_var = assert_equal(
-        variance(x_t), ALPHA * (1 - ALPHABAR_PREV) + (1 - ALPHA), "Var = alpha_t (1 - alphabar_{t-1}) + 1 - alpha_t"
+    x_t = sp.sqrt(alpha_t) * (sp.sqrt(alphabar_prev) * x_0 + sp.sqrt(1 - alphabar_prev) * eps1) + sp.sqrt(1 - alpha_t) * eps2
+    abar = in_primitives(alphabar_t)  # ᾱ_t = α_t ᾱ_{t-1}
+    check_equal(E(x_t), sp.sqrt(abar) * x_0, "E[x_t | x_0] = sqrt(alphabar_t) x_0")
+    noise_var = check_equal(
+        variance(x_t), alpha_t * (1 - alphabar_prev) + (1 - alpha_t), "Var = alpha_t (1 - alphabar_{t-1}) + 1 - alpha_t"
     )
-    assert_equal(noise_var, 1 - alphabar_t, "Var[x_t | x_0] = 1 - alpha_t alphabar_{t-1}")
+    check_equal(noise_var, 1 - abar, "Var[x_t | x_0] = 1 - alpha_t alphabar_{t-1}")
     sum_of_independent_gaussians()  # the merged noise is Gaussian
-    return MergedGaussians(x_t=x_t, mean=sp.sqrt(ALPHABAR) * X0, variance=1 - ALPHABAR)
+    return MergedGaussians(x_t=x_t, mean=sp.sqrt(alphabar_t) * x_0, variance=1 - alphabar_t)
 
 
 def chapman_kolmogorov() -> GaussianMoments:
@@ -206,15 +159,15 @@ def chapman_kolmogorov() -> GaussianMoments:
     r1, r2 = sp.symbols("r_1 r_2", positive=True)  # √α_1, √α_2
     b1, b2 = sp.symbols("beta_1 beta_2", positive=True)
     x1, x2 = sp.symbols("x_1 x_2", real=True)
-    pdf = lambda x, m, v: sp.exp(-((x - m) ** 2) / (2 * v)) / sp.sqrt(2 * sp.pi * v)  # noqa: E731
-    marginal = sp.integrate(pdf(x2, r2 * x1, b2) * pdf(x1, r1 * X0, b1), (x1, -sp.oo, sp.oo))
-    target = pdf(x2, r1 * r2 * X0, r2**2 * b1 + b2)
-    assert_equal(sp.simplify((marginal / target).rewrite(sp.erf)), sp.Integer(1), "integral over x_1 of the chain")
+    pdf = lambda x, m, v: sp.exp(gaussian_log_density(x, m, v))  # noqa: E731
+    marginal = sp.integrate(pdf(x2, r2 * x1, b2) * pdf(x1, r1 * x_0, b1), (x1, -sp.oo, sp.oo))
+    target = pdf(x2, r1 * r2 * x_0, r2**2 * b1 + b2)
+    check_equal(sp.simplify((marginal / target).rewrite(sp.erf)), sp.Integer(1), "integral over x_1 of the chain")
     # with β_s = 1 - α_s the variance is 1 - α_1 α_2
-    var = assert_equal(
+    var = check_equal(
         (r2**2 * b1 + b2).subs({b1: 1 - r1**2, b2: 1 - r2**2}), 1 - r1**2 * r2**2, "alpha_2 beta_1 + beta_2"
     )
-    return GaussianMoments(mean=r1 * r2 * X0, variance=var)
+    return GaussianMoments(mean=r1 * r2 * x_0, variance=var)
 
 
 # --- eq-q-xt-x0 -----------------------------------------------------------------------------------------
@@ -226,21 +179,21 @@ def q_xt_given_x0_induction() -> GaussianMoments:
     independent of the new ε_t, then one step of eq. ``eq-forward-step`` gives the closed form at t
     (:func:`merge_two_gaussians`). Returns mean √ᾱ_t x_0 and variance 1 - ᾱ_t.
     """
-    closed_mean = lambda alphabar: sp.sqrt(alphabar) * X0  # noqa: E731
+    closed_mean = lambda alphabar: sp.sqrt(alphabar) * x_0  # noqa: E731
     closed_var = lambda alphabar: 1 - alphabar  # noqa: E731
     # base case: t = 1, ᾱ_0 = 1 so ᾱ_1 = α_1 · 1; compare with one step of the chain from x_0
     step = forward_step()
-    alphabar_1 = ALPHA * 1
-    assert_equal(step.mean.subs(X_PREV, X0), closed_mean(alphabar_1), "base case: mean of x_1")
-    assert_equal(step.variance.subs(BETA, 1 - ALPHA), closed_var(alphabar_1), "base case: variance of x_1")
+    alphabar_1 = alpha_t * 1
+    check_equal(step.mean.subs(x_prev, x_0), closed_mean(alphabar_1), "base case: mean of x_1")
+    check_equal(in_primitives(step.variance), closed_var(alphabar_1), "base case: variance of x_1")
     # inductive step: hypothesis at t-1 (ᾱ_{t-1}) ⇒ claim at t (ᾱ_t = α_t ᾱ_{t-1})
     eps_bar, eps = Normal("epsilon_bar", 0, 1), Normal("epsilon", 0, 1)
-    x_prev = closed_mean(ALPHABAR_PREV) + sp.sqrt(closed_var(ALPHABAR_PREV)) * eps_bar  # hypothesis
-    x_t = sp.sqrt(ALPHA) * x_prev + sp.sqrt(1 - ALPHA) * eps  # eq-forward-step
-    assert_equal(E(x_t), closed_mean(ALPHA * ALPHABAR_PREV), "inductive step: mean")
-    assert_equal(variance(x_t), closed_var(ALPHA * ALPHABAR_PREV), "inductive step: variance")
+    x_prev_rv = closed_mean(alphabar_prev) + sp.sqrt(closed_var(alphabar_prev)) * eps_bar  # hypothesis
+    x_t_rv = sp.sqrt(alpha_t) * x_prev_rv + sp.sqrt(1 - alpha_t) * eps  # eq-forward-step
+    check_equal(E(x_t_rv), closed_mean(in_primitives(alphabar_t)), "inductive step: mean")
+    check_equal(variance(x_t_rv), closed_var(in_primitives(alphabar_t)), "inductive step: variance")
     merge_two_gaussians()  # the two noises merge into one Gaussian
-    return GaussianMoments(mean=closed_mean(ALPHABAR), variance=closed_var(ALPHABAR))
+    return GaussianMoments(mean=closed_mean(alphabar_t), variance=closed_var(alphabar_t))
 
 
 class UnrolledChain(NamedTuple):
@@ -260,16 +213,16 @@ def q_xt_given_x0_unrolled(n: int) -> UnrolledChain:
         raise ValueError(f"n must be a positive int, got {n!r}")
     alphas = sp.symbols(f"alpha_1:{n + 1}", positive=True)
     eps = sp.symbols(f"epsilon_1:{n + 1}", real=True)
-    x = X0
+    x = x_0
     for alpha_k, eps_k in zip(alphas, eps):
         x = sp.sqrt(alpha_k) * x + sp.sqrt(1 - alpha_k) * eps_k
     x = sp.expand(x)
-    coefficients = (x.coeff(X0),) + tuple(x.coeff(e) for e in eps)
+    coefficients = (x.coeff(x_0),) + tuple(x.coeff(e) for e in eps)
     # nothing else is left in x: it is linear in x_0 and the noises
-    assert_equal(x, coefficients[0] * X0 + sum(c * e for c, e in zip(coefficients[1:], eps)), "x_n is linear")
+    check_equal(x, coefficients[0] * x_0 + sum(c * e for c, e in zip(coefficients[1:], eps)), "x_n is linear")
     alphabar_n = sp.Mul(*alphas)
-    mean = assert_equal(coefficients[0] * X0, sp.sqrt(alphabar_n) * X0, f"mean of x_{n}")
-    var = assert_equal(sum(c**2 for c in coefficients[1:]), 1 - alphabar_n, f"variance of x_{n}")
+    mean = check_equal(coefficients[0] * x_0, sp.sqrt(alphabar_n) * x_0, f"mean of x_{n}")
+    var = check_equal(sum(c**2 for c in coefficients[1:]), 1 - alphabar_n, f"variance of x_{n}")
     return UnrolledChain(alphas=alphas, coefficients=coefficients, mean=mean, variance=sp.expand(var))
 
 
@@ -295,29 +248,28 @@ def snr_relations() -> SNRRelations:
     even a small β_t changes x_t a lot (the argument of source 004 for noise that starts small).
     """
     lam = sp.Symbol("lambda_t", real=True)
-    snr = ALPHABAR / (1 - ALPHABAR)
-    log_snr = sp.log(ALPHABAR) - sp.log(1 - ALPHABAR)
+    snr = alphabar_t / (1 - alphabar_t)
+    log_snr = sp.log(alphabar_t) - sp.log(1 - alphabar_t)
     sigmoid = lambda z: 1 / (1 + sp.exp(-z))  # noqa: E731
-    assert_equal(sigmoid(log_snr), ALPHABAR, "alphabar_t = sigmoid(log SNR_t)")
-    assert_equal(sigmoid(-log_snr), 1 - ALPHABAR, "1 - alphabar_t = sigmoid(-log SNR_t)")
-    assert_equal(sp.exp(log_snr), snr, "exp(log SNR) = SNR")
-    dsnr = assert_equal(sp.diff(snr, ALPHABAR), 1 / (1 - ALPHABAR) ** 2, "dSNR/dalphabar = 1/(1-alphabar)^2")
-    # one step: ᾱ_t = α_t ᾱ_{t-1}, α_t = 1 - β_t
-    snr_prev = ALPHABAR_PREV / (1 - ALPHABAR_PREV)
-    alphabar_t = (1 - BETA) * ALPHABAR_PREV
-    noise_ratio = assert_equal(
-        (1 - alphabar_t) / (1 - ALPHABAR_PREV), 1 + snr_prev * BETA, "noise ratio = 1 + SNR_{t-1} beta_t"
-    )
-    snr_t = alphabar_t / (1 - alphabar_t)
-    snr_ratio = assert_equal(snr_t / snr_prev, (1 - BETA) / (1 + snr_prev * BETA), "SNR_t/SNR_{t-1}")
+    check_equal(sigmoid(log_snr), alphabar_t, "alphabar_t = sigmoid(log SNR_t)")
+    check_equal(sigmoid(-log_snr), 1 - alphabar_t, "1 - alphabar_t = sigmoid(-log SNR_t)")
+    check_equal(sp.exp(log_snr), snr, "exp(log SNR) = SNR")
+    dsnr = check_equal(sp.diff(snr, alphabar_t), 1 / (1 - alphabar_t) ** 2, "dSNR/dalphabar = 1/(1-alphabar)^2")
+    # one step: checked in the primitive symbols, with ᾱ_t = α_t ᾱ_{t-1} and β_t = 1 - α_t
+    snr_prev = alphabar_prev / (1 - alphabar_prev)
+    noise_ratio = 1 + snr_prev * beta_t
+    check_equal(in_primitives((1 - alphabar_t) / (1 - alphabar_prev)), in_primitives(noise_ratio),
+                "noise ratio = 1 + SNR_{t-1} beta_t")
+    snr_ratio = (1 - beta_t) / noise_ratio
+    check_equal(in_primitives(snr / snr_prev), in_primitives(snr_ratio), "SNR_t/SNR_{t-1}")
     return SNRRelations(
         snr=snr,
         log_snr=log_snr,
         alphabar_from_log_snr=sigmoid(lam),
         one_minus_alphabar_from_log_snr=sigmoid(-lam),
         dsnr_dalphabar=dsnr,
-        noise_ratio=1 + snr_prev * BETA,
-        snr_ratio=(1 - BETA) / (1 + snr_prev * BETA),
+        noise_ratio=noise_ratio,
+        snr_ratio=snr_ratio,
         lam=lam,
     )
 
@@ -344,12 +296,12 @@ def linear_sum_beta() -> LinearSumBeta:
     beta_s = b1 + (s - 1) * (bT - b1) / (T - 1)
     total = sp.summation(beta_s, (s, 1, t))
     closed = t * b1 + (bT - b1) * t * (t - 1) / (2 * (T - 1))
-    assert_equal(total, closed, "sum of the linear betas")
-    assert_equal(closed.subs(t, T), T * (b1 + bT) / 2, "sum over all T steps = T (beta_1 + beta_T)/2")
+    check_equal(total, closed, "sum of the linear betas")
+    check_equal(closed.subs(t, T), T * (b1 + bT) / 2, "sum over all T steps = T (beta_1 + beta_T)/2")
     beta = sp.Symbol("beta", positive=True)
     gap = -beta - sp.log(1 - beta)  # ≥ 0 on (0, 1)
-    assert_equal(gap.subs(beta, 0), sp.Integer(0), "-beta - log(1-beta) at beta = 0")
-    assert_equal(sp.diff(gap, beta), beta / (1 - beta), "d/dbeta (-beta - log(1-beta)) = beta/(1-beta)")
+    check_equal(gap.subs(beta, 0), sp.Integer(0), "-beta - log(1-beta) at beta = 0")
+    check_equal(sp.diff(gap, beta), beta / (1 - beta), "d/dbeta (-beta - log(1-beta)) = beta/(1-beta)")
     return LinearSumBeta(sum_beta=closed, log_alphabar_bound=-closed, t=t, T=T, beta_1=b1, beta_T=bT)
 
 
@@ -375,35 +327,31 @@ def cosine_schedule() -> CosineSchedule:
     u = sp.pi / 2 * (t / T + s) / (1 + s)
     f = lambda tt: sp.cos(u.subs(t, tt)) ** 2  # noqa: E731
     alphabar = f(t) / f(0)
-    assert_equal(alphabar.subs(t, 0), sp.Integer(1), "cosine: alphabar(0) = 1")
+    check_equal(alphabar.subs(t, 0), sp.Integer(1), "cosine: alphabar(0) = 1")
     uu = sp.Symbol("u", positive=True)
     snr_f = sp.cos(uu) ** 2 / (1 - sp.cos(uu) ** 2)
-    assert_equal(snr_f, 1 / sp.tan(uu) ** 2, "cos^2/(1 - cos^2) = cot^2")
+    check_equal(snr_f, 1 / sp.tan(uu) ** 2, "cos^2/(1 - cos^2) = cot^2")
     log_snr_f = -2 * sp.log(sp.tan(u))
     log_snr = sp.log(alphabar) - sp.log(1 - alphabar)
     return CosineSchedule(alphabar=alphabar, log_snr=log_snr, log_snr_unnormalized=log_snr_f, t=t, T=T, s=s)
 
 
 # --- eq-prior-kl ----------------------------------------------------------------------------------------
-def _log_normal_pdf(x, mean, var):
-    return -sp.log(2 * sp.pi * var) / 2 - (x - mean) ** 2 / (2 * var)
-
-
 def prior_kl(bits: bool = False) -> sp.Expr:
     """KL(q(x_T | x_0) ‖ N(0, 1)) per dimension as a closed form in ᾱ_T and x_0 (chapter 01,
     eq. ``eq-prior-kl``): ½ (ᾱ_T (x_0² - 1) - log(1 - ᾱ_T)) nats; with ``bits=True`` divided by log 2.
 
     Derived as E_{x~q}[log q(x) - log N(x; 0, 1)] with q = N(√ᾱ_T x_0, 1 - ᾱ_T); the symbol used for
-    ᾱ_T is ``ALPHABAR``. For small ᾱ_T it is ½ ᾱ_T x_0² + ᾱ_T²/4 + O(ᾱ_T³). This is the term L_T of
+    ᾱ_T is ``alphabar_t``. For small ᾱ_T it is ½ ᾱ_T x_0² + ᾱ_T²/4 + O(ᾱ_T³). This is the term L_T of
     the variational bound (chapter 02).
     """
-    mean, var = sp.sqrt(ALPHABAR) * X0, 1 - ALPHABAR
+    mean, var = sp.sqrt(alphabar_t) * x_0, 1 - alphabar_t
     x = Normal("x_T", mean, sp.sqrt(var))
-    kl = E(_log_normal_pdf(x, mean, var) - _log_normal_pdf(x, 0, 1))
-    closed = (ALPHABAR * (X0**2 - 1) - sp.log(1 - ALPHABAR)) / 2
-    assert_equal(kl, closed, "KL(N(sqrt(ab) x0, 1-ab) || N(0,1))")
-    series = sp.series(closed, ALPHABAR, 0, 3).removeO()
-    assert_equal(series, ALPHABAR * X0**2 / 2 + ALPHABAR**2 / 4, "series of the prior KL in alphabar_T")
+    kl = E(gaussian_log_density(x, mean, var) - gaussian_log_density(x, 0, 1))
+    closed = (alphabar_t * (x_0**2 - 1) - sp.log(1 - alphabar_t)) / 2
+    check_equal(kl, closed, "KL(N(sqrt(ab) x0, 1-ab) || N(0,1))")
+    series = sp.series(closed, alphabar_t, 0, 3).removeO()
+    check_equal(series, alphabar_t * x_0**2 / 2 + alphabar_t**2 / 4, "series of the prior KL in alphabar_T")
     return closed / sp.log(2) if bits else closed
 
 
@@ -411,8 +359,8 @@ def prior_kl(bits: bool = False) -> sp.Expr:
 def _prior_kl_function(bits: bool):
     from sympy.codegen.cfunctions import log1p
 
-    expr = prior_kl(bits=bits).replace(sp.log(1 - ALPHABAR), log1p(-ALPHABAR))  # accurate for tiny ᾱ_T
-    return sp.lambdify((ALPHABAR, X0), expr, modules=["numpy"])
+    expr = prior_kl(bits=bits).replace(sp.log(1 - alphabar_t), log1p(-alphabar_t))  # accurate for tiny ᾱ_T
+    return sp.lambdify((alphabar_t, x_0), expr, modules=["numpy"])
 
 
 def prior_kl_numeric(alphabar_T, x0, bits: bool = True):
