@@ -1,12 +1,13 @@
 # From DDPM to DDIM: the two commands.
 #
-#   make book   set up .venv, then build the book (executing the notebooks) into _build/html
-#   make test   set up .venv and the browser, then run every test (scripts/run_tests.sh):
+#   make book   set up .venv and the data, then build the book (executing the notebooks) into _build/html
+#   make test   set up .venv, the data and the browser, then run every test (scripts/run_tests.sh):
 #               unit tests, the notebooks under nbval against the built wheel, the strict
 #               build (warnings are errors), and the browser check of the built pages
 #
 # Both start from a fresh clone: they create .venv with `python3 -m venv`, install
-# requirements.txt and the library, and ship MathJax (npm registry) with the book. Set-up is
+# requirements.txt and the library, ship MathJax (npm registry) with the book, and install Debian's
+# dataset-fashion-mnist (chapter 10; apt-get, root or passwordless sudo). Set-up is
 # skipped when nothing it depends on has changed (stamp files inside .venv).
 
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MATHJAX_VERSION := 3.2.2
 
-.PHONY: help book test setup setup-browser mathjax clean
+.PHONY: help book test setup setup-browser setup-data mathjax clean
 
 help:
 	@echo "make book   build the book into _build/html (executes the notebooks, cached)"
@@ -51,14 +52,18 @@ setup: $(VENV)/.requirements.stamp $(VENV)/.ddpm_lib.stamp mathjax
 setup-browser:
 	bash scripts/install_browser.sh
 
+# Debian's dataset-fashion-mnist for chapter 10 (apt-get; needs root or passwordless sudo).
+setup-data:
+	bash scripts/install_data.sh
+
 ## The two commands ------------------------------------------------------------------------
 
-book: setup
+book: setup setup-data
 	$(BIN)/jupyter-book build .
 	@test -f _build/html/index.html
 	@echo "The book is in _build/html/index.html"
 
-test: setup setup-browser
+test: setup setup-data setup-browser
 	VENV=$(VENV) bash scripts/run_tests.sh
 
 clean:
