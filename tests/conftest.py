@@ -1,24 +1,19 @@
-"""Shared fixtures for the library tests."""
+"""Shared fixtures for the library tests (shared plain helpers are in tests/helpers.py)."""
 
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from ddpm_lib.threads import num_threads
 
 N_PROJECTIONS = 64  # plenty in 2-D: the sample-to-sample noise dominates the choice of directions
 
 
 def _sliced_wasserstein(x, y):
-    """SW2 between two point clouds: the library's metric (chapters 05, 06, 08) when available."""
-    try:
-        from ddpm_lib.metrics import sliced_wasserstein
-    except ImportError:  # pragma: no cover - the metrics module is part of the library
-        theta = torch.randn(x.shape[1], N_PROJECTIONS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        theta = theta / theta.norm(dim=0, keepdim=True)
-        px = torch.sort(x.double() @ theta, 0).values
-        py = torch.sort(y.double() @ theta, 0).values
-        return ((px - py) ** 2).mean().sqrt().item()
+    """SW2 between two point clouds: the library's metric (chapters 05, 06, 08)."""
+    from ddpm_lib.metrics import sliced_wasserstein
+
     return sliced_wasserstein(x, y, n_projections=N_PROJECTIONS)
 
 
@@ -26,10 +21,23 @@ def _sliced_wasserstein(x, y):
 def one_thread():
     """Run a test on one intra-op thread (restored afterwards): the oracle loops work on small tensors, where
     threads only add overhead, and much of it on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with num_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """:func:`one_thread` for a whole module, for modules whose module-scoped fixtures train small networks."""
+    with num_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The 8×8 digits as ``(train_x, train_y, test_x, test_y)`` (scikit-learn's, fixed split, in [-1, 1])."""
+    from ddpm_lib.data import load_digits
+
+    return load_digits("train") + load_digits("test")
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +54,8 @@ def mixture_reference():
     mix = make_gaussian_mixture("8gaussians")
     g = torch.Generator().manual_seed(0)
     draws = [mix.sample(n, generator=g, dtype=torch.float64) for _ in range(50)]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         floor = sum(_sliced_wasserstein(draws[2 * i], draws[2 * i + 1]) for i in range(20)) / 20
-    finally:
-        torch.set_num_threads(before)
     refs = draws[40:]
 
     def ratio(x):

@@ -1,5 +1,6 @@
 """Bad input fails early with a clear ValueError/TypeError naming the argument (DESIGN.md), and nothing overflows in
-float32 at the noisiest step of the cosine schedule."""
+float32 at the noisiest step of the cosine schedule. (The accepted timestep types and the finite checks of every
+step function are in tests/test_step_api.py.)"""
 
 import math
 
@@ -13,8 +14,10 @@ from ddpm_lib import (
     cosine_beta_schedule,
     ddim_invert,
     ddim_sample,
+    ddim_sigma,
     ddim_step,
     ddim_timesteps,
+    ddpm_step,
     discretized_gaussian_log_likelihood,
     linear_beta_schedule,
     model_predictions,
@@ -32,6 +35,8 @@ from ddpm_lib import (
     sigmoid_beta_schedule,
     vlb_terms,
 )
+from ddpm_lib.ddim import ddim_sigma_hat
+from ddpm_lib.diffusion import model_log_variance
 
 S = NoiseSchedule.linear(100)
 X = torch.zeros(4, 3)
@@ -65,7 +70,9 @@ CASES = {
     "t bool tensor": (lambda: q_sample(S, X, torch.tensor([True] * 4), X), TypeError, "t must hold integers"),
     "t 2-D": (lambda: q_sample(S, X, T4[:, None], X), ValueError, r"t must have shape \(B,\)"),
     "t batch mismatch": (lambda: q_sample(S, X, torch.tensor([0, 1, 2]), X), ValueError, "batch size"),
-    "x scalar": (lambda: q_sample(S, torch.tensor(1.0), torch.tensor([0]), torch.tensor(1.0)), ValueError, "batch"),
+    # one timestep per example needs a batch dimension (one timestep for the whole batch works on any tensor)
+    "x scalar": (lambda: q_sample(S, torch.tensor(1.0), torch.tensor([0, 1]), torch.tensor(1.0)), ValueError,
+                 "x_start must have a batch dimension"),
     # shapes
     "noise shape": (lambda: q_sample(S, X, T4, torch.zeros(4, 2)), ValueError, "noise"),
     "posterior shapes": (lambda: q_posterior(S, torch.zeros(4, 2), X, T4), ValueError, "x_start"),
@@ -77,22 +84,34 @@ CASES = {
     "model output not tensor": (lambda: model_predictions(lambda x, t: 0.0, S, X, T4), ValueError, "model output"),
     "sched type": (lambda: q_sample(S.betas, X, T4, X), TypeError, "sched"),
     "sched type model_predictions": (lambda: model_predictions(EPS, "S", X, T4), TypeError, "sched"),
-    "t numpy int": (lambda: q_sample(S, X, __import__("numpy").int64(3), X), TypeError, r"\bt must"),
     "x_start type": (lambda: q_sample(S, [[0.0]], 0, None), TypeError, "x_start"),
     # choices
     "objective": (lambda: model_predictions(EPS, S, X, T4, objective="eps"), ValueError, "objective"),
     "objective p_losses": (lambda: p_losses(EPS, S, X, T4, objective="pred_eps"), ValueError, "objective"),
     "loss_weighting": (lambda: p_losses(EPS, S, X, T4, loss_weighting="p2"), ValueError, "loss_weighting"),
     "reduction": (lambda: p_losses(EPS, S, X, T4, reduction="sum"), ValueError, "reduction"),
-    "p_losses int t": (lambda: p_losses(EPS, S, X, 3), TypeError, "t must be"),
     "variance": (lambda: p_mean_variance(EPS, S, X, T4, variance="learned"), ValueError, "variance"),
     "variance loop": (lambda: p_sample_loop(EPS, S, (2, 2), variance="large", progress=False), ValueError, "variance"),
     "objective loop": (lambda: p_sample_loop(EPS, S, (2, 2), objective="x0", progress=False), ValueError, "objective"),
-    "p_sample tensor t": (lambda: p_sample(EPS, S, X, T4), TypeError, "t must be an int"),
+    "p_sample tensor t": (lambda: p_sample(EPS, S, X, T4), TypeError, "t must be one timestep for the whole batch"),
     "p_sample t range": (lambda: p_sample(EPS, S, X, 100), ValueError, r"t must lie in 0\.\.T-1"),
-    "p_sample noise shape": (lambda: p_sample(EPS, S, X, 5, noise=torch.zeros(4, 2)), ValueError, "noise"),
-    "p_sample_loop noise shape": (lambda: p_sample_loop(EPS, S, (4, 3), noise=torch.zeros(4, 2), progress=False),
-                                  ValueError, "noise"),
+    "p_sample variance_noise shape": (lambda: p_sample(EPS, S, X, 5, variance_noise=torch.zeros(4, 2)), ValueError,
+                                      r"variance_noise has shape \(4, 2\) but x_t has shape \(4, 3\)"),
+    "p_sample_loop x_T shape": (lambda: p_sample_loop(EPS, S, (4, 3), x_T=torch.zeros(4, 2), progress=False),
+                                ValueError, r"x_T has shape \(4, 2\) but shape is \(4, 3\)"),
+    "p_sample_loop x_T type": (lambda: p_sample_loop(EPS, S, (4, 3), x_T=[[0.0] * 3] * 4, progress=False), TypeError,
+                               "x_T must be a torch.Tensor"),
+    "ddpm_step variance_noise shape": (lambda: ddpm_step(S, X, 5, X, variance_noise=torch.zeros(3)), ValueError,
+                                       "variance_noise has shape"),
+    "ddpm_step variance": (lambda: ddpm_step(S, X, 5, X, variance="learned"), ValueError, "variance must be one of"),
+    "ddpm_step objective": (lambda: ddpm_step(S, X, 5, X, objective="eps"), ValueError, "objective must be one of"),
+    "ddpm_step t range": (lambda: ddpm_step(S, X, 100, X), ValueError, r"t must lie in 0\.\.T-1"),
+    "ddpm_step learned_range output": (lambda: ddpm_step(S, X, 5, X, variance="learned_range"), ValueError,
+                                       "twice the channels"),
+    "learned_range model": (lambda: p_mean_variance(EPS, S, X, T4, variance="learned_range"), ValueError,
+                            "twice the channels"),
+    "learned_range no values": (lambda: model_log_variance(S, T4, X, "learned_range"), ValueError,
+                                "variance_values"),
     # DDIM
     "spacing": (lambda: ddim_timesteps(100, 10, "uniform"), ValueError, "spacing"),
     "steps > T": (lambda: ddim_timesteps(100, 101), ValueError, "steps"),
@@ -105,8 +124,8 @@ CASES = {
     "ddim_sample eta nan": (lambda: ddim_sample(EPS, S, (2, 2), eta=float("nan"), progress=False), ValueError, "eta"),
     "ddim_sample objective": (lambda: ddim_sample(EPS, S, (2, 2), objective="eps", progress=False), ValueError,
                               "objective"),
-    "ddim_sample noise shape": (lambda: ddim_sample(EPS, S, (2, 2), noise=torch.zeros(3, 2), progress=False),
-                                ValueError, "noise"),
+    "ddim_sample x_T shape": (lambda: ddim_sample(EPS, S, (2, 2), x_T=torch.zeros(3, 2), progress=False),
+                              ValueError, "x_T has shape"),
     "ddim_step eta < 0": (lambda: ddim_step(S, X, 10, 5, X, eta=-1.0), ValueError, "eta"),
     "ddim_step t_prev = t": (lambda: ddim_step(S, X, 10, 10, X), ValueError, "t_prev"),
     "ddim_step t_prev > t": (lambda: ddim_step(S, X, 10, 20, X), ValueError, "t_prev"),
@@ -114,8 +133,25 @@ CASES = {
     "ddim_step t_prev float": (lambda: ddim_step(S, X, 10, 5.0, X), ValueError, "t_prev"),
     "ddim_step t range": (lambda: ddim_step(S, X, 100, 5, X), ValueError, r"t must lie in 0\.\.T-1"),
     "ddim_step objective": (lambda: ddim_step(S, X, 10, 5, X, objective="v"), ValueError, "objective"),
-    "ddim_step noise shape": (lambda: ddim_step(S, X, 10, 5, X, eta=1.0, noise=torch.zeros(4, 2)), ValueError,
-                              "noise"),
+    "ddim_step variance_noise shape": (lambda: ddim_step(S, X, 10, 5, X, eta=1.0, variance_noise=torch.zeros(4, 2)),
+                                       ValueError, "variance_noise has shape"),
+    "ddim_step sigma_hat with eta": (lambda: ddim_step(S, X, 10, 5, X, eta=0.5, sigma_hat=True), ValueError,
+                                     "leave eta at 0"),
+    "ddim_step eta beyond the limit": (lambda: ddim_step(S, X, 10, 5, X, eta=50.0), ValueError, r"eta <= "),
+    "ddim_sigma eta < 0": (lambda: ddim_sigma(S, 10, 5, -0.5), ValueError, "eta must be a finite number >= 0"),
+    "ddim_sigma eta nan": (lambda: ddim_sigma(S, 10, 5, float("nan")), ValueError, "eta must be"),
+    "ddim_sigma eta string": (lambda: ddim_sigma(S, 10, 5, "1"), ValueError, "eta must be"),
+    "ddim_sigma eta beyond the limit": (lambda: ddim_sigma(S, 10, 5, 50.0), ValueError, r"eta = 50\.0 gives"),
+    "ddim_sigma t_prev = t": (lambda: ddim_sigma(S, 10, 10, 1.0), ValueError, r"t_prev must be an int in -1\.\.9"),
+    "ddim_sigma t_prev < -1": (lambda: ddim_sigma(S, 10, -2, 1.0), ValueError, "t_prev must be"),
+    "ddim_sigma t range": (lambda: ddim_sigma(S, 100, 5, 1.0), ValueError, r"t must lie in 0\.\.T-1"),
+    "ddim_sigma t float": (lambda: ddim_sigma(S, 10.0, 5, 1.0), TypeError, r"\bt must be an int"),
+    "ddim_sigma t_prev tensor": (lambda: ddim_sigma(S, 10, torch.tensor([5, 4]), 1.0), TypeError, "t_prev must"),
+    "ddim_sigma sched": (lambda: ddim_sigma(S.betas, 10, 5, 1.0), TypeError, "sched must be a NoiseSchedule"),
+    "ddim_sigma_hat t_prev": (lambda: ddim_sigma_hat(S, 10, 11), ValueError, "t_prev must be"),
+    "ddim_invert x_start type": (lambda: ddim_invert(EPS, S, [[0.0]], progress=False), TypeError, "x_start must"),
+    "ddim_sample positional steps": (lambda: ddim_sample(EPS, S, (2, 2), 10), TypeError, "positional"),
+    "ddim_invert positional steps": (lambda: ddim_invert(EPS, S, X, 10), TypeError, "positional"),
     "ddim_invert steps": (lambda: ddim_invert(EPS, S, X, steps=0, progress=False), ValueError, "steps"),
     "ddim_invert objective": (lambda: ddim_invert(EPS, S, X, objective="x0", progress=False), ValueError,
                               "objective"),

@@ -17,7 +17,8 @@ from ddpm_lib import (
     p_sample_loop,
 )
 
-F64 = dict(dtype=torch.float64)
+from helpers import F64, gen
+
 SCHED = NoiseSchedule.cosine(100)
 
 
@@ -36,7 +37,7 @@ class CondModel:
 
 
 def _inputs(B=6, d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
+    g = gen(seed)
     x = torch.randn(B, d, generator=g, **F64)
     t = torch.randint(0, SCHED.T, (B,), generator=g)
     y = torch.randint(0, 3, (B,), generator=g)
@@ -75,16 +76,16 @@ def test_cfg_in_samplers_w0_equals_conditional_model():
     """Guidance wraps ε̂ so the samplers use it unchanged: with w = 0 both samplers give the conditional result."""
     model = CondModel()
     y = torch.tensor([0, 1, 2, 1])
-    xT = torch.randn(4, 3, **F64)
+    xT = torch.randn(4, 3, generator=gen(6), **F64)
     for sample in (
-        lambda m: ddim_sample(m, SCHED, (4, 3), steps=10, noise=xT.clone(), y=y, progress=False),
-        lambda m: p_sample_loop(m, SCHED, (4, 3), noise=xT.clone(), y=y, progress=False,
-                                generator=torch.Generator().manual_seed(0)),
+        lambda m: ddim_sample(m, SCHED, (4, 3), steps=10, x_T=xT.clone(), y=y, progress=False),
+        lambda m: p_sample_loop(m, SCHED, (4, 3), x_T=xT.clone(), y=y, progress=False,
+                                generator=gen(0)),
     ):
         guided = sample(ClassifierFreeGuidance(model, 0.0))
         plain = sample(model)
         torch.testing.assert_close(guided, plain, rtol=1e-12, atol=1e-12)
-    strong = ddim_sample(ClassifierFreeGuidance(model, 4.0), SCHED, (4, 3), steps=10, noise=xT.clone(), y=y,
+    strong = ddim_sample(ClassifierFreeGuidance(model, 4.0), SCHED, (4, 3), steps=10, x_T=xT.clone(), y=y,
                          progress=False)
     assert not torch.allclose(strong, plain)
 
@@ -93,7 +94,7 @@ class LinearClassifier:
     """logits = x W^T + b(t), a noise-aware softmax classifier with an analytic gradient."""
 
     def __init__(self, K=3, d=3, seed=1):
-        g = torch.Generator().manual_seed(seed)
+        g = gen(seed)
         self.W = torch.randn(K, d, generator=g, **F64)
         self.b = torch.randn(K, generator=g, **F64)
 
@@ -148,8 +149,8 @@ def test_classifier_guidance_moves_samples_towards_the_class():
     clf = LinearClassifier(K=2, d=2, seed=4)
     eps_model = lambda x, t: 0.3 * x  # noqa: E731
     y = torch.ones(200, dtype=torch.long)
-    xT = torch.randn(200, 2, generator=torch.Generator().manual_seed(5), **F64)
-    kw = dict(steps=20, noise=xT, clip_denoised=False, progress=False)
+    xT = torch.randn(200, 2, generator=gen(5), **F64)
+    kw = dict(steps=20, x_T=xT, clip_denoised=False, progress=False)
     plain = ddim_sample(lambda x, t, y: eps_model(x, t), SCHED, (200, 2), y=y, **kw)
     guided = ddim_sample(ClassifierGuidance(eps_model, clf, SCHED, scale=5.0), SCHED, (200, 2), y=y, **kw)
     t0 = torch.zeros(200, dtype=torch.long)

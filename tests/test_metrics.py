@@ -1,4 +1,7 @@
-"""Tests of ddpm_lib.metrics: closed forms, exact identities, and statistics with tolerances from the sample size."""
+"""Tests of ddpm_lib.metrics: closed forms, exact identities, and statistics with tolerances from the sample size.
+
+(The classifier-based measures are in tests/test_classifiers.py, the bits/dim in tests/test_likelihood.py.)
+"""
 
 from __future__ import annotations
 
@@ -9,21 +12,10 @@ import pytest
 import torch
 
 from ddpm_lib import metrics as M
-from ddpm_lib.data import load_digits
+from helpers import gen as _gen
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a busy 2-core machine two OpenMP threads are many times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
+# tiny tensors: on a busy 2-core machine two OpenMP threads are many times slower than one
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 # --------------------------------------------------------------------------------------------
 # sliced Wasserstein
@@ -104,76 +96,6 @@ def test_sw_is_deterministic():
 
 
 # --------------------------------------------------------------------------------------------
-# MMD
-# --------------------------------------------------------------------------------------------
-def _population_mmd2(delta_sq: float, s: float, sigma: float, d: int) -> float:
-    """MMD² between N(μ1, s² I_d) and N(μ2, s² I_d) with k = exp(-|a-b|²/(2σ²)):
-    2 c (1 - exp(-|Δ|²/(2(σ² + 2s²)))), c = (σ²/(σ² + 2s²))^{d/2}."""
-    c = (sigma**2 / (sigma**2 + 2 * s * s)) ** (d / 2)
-    return 2 * c * (1 - math.exp(-delta_sq / (2 * (sigma**2 + 2 * s * s))))
-
-
-@pytest.mark.parametrize("shift", [0.0, 0.7])
-def test_mmd_unbiased_matches_the_closed_form(shift):
-    """The mean over repeats of the unbiased estimator equals the population MMD², within 4 standard errors."""
-    d, n, R, sigma = 2, 60, 300, 1.0
-    g = _gen(20)
-    vals = []
-    for _ in range(R):
-        x = torch.randn(n, d, generator=g, dtype=torch.float64)
-        y = torch.randn(n, d, generator=g, dtype=torch.float64)
-        y[:, 0] += shift
-        vals.append(M.mmd_rbf(x, y, bandwidths=sigma))
-    vals = torch.tensor(vals)
-    se = float(vals.std()) / math.sqrt(R)
-    target = _population_mmd2(shift**2, 1.0, sigma, d)
-    assert abs(float(vals.mean()) - target) < 4 * se
-    if shift == 0.0:
-        assert (vals < 0).any()  # unbiased: individual estimates do go negative
-    else:
-        assert float(vals.mean()) > 10 * se
-
-
-def test_mmd_median_heuristic_same_vs_shifted():
-    """With the pooled-sample median bandwidth the same-distribution mean is ≈ 0, a shift is clearly positive."""
-    g = _gen(21)
-    same, shifted = [], []
-    for _ in range(100):
-        x = torch.randn(80, 2, generator=g)
-        y = torch.randn(80, 2, generator=g)
-        same.append(M.mmd_rbf(x, y))
-        shifted.append(M.mmd_rbf(x, y + torch.tensor([1.0, 0.0])))
-    same, shifted = torch.tensor(same), torch.tensor(shifted)
-    se = float(same.std()) / math.sqrt(len(same))
-    assert abs(float(same.mean())) < 4 * se
-    assert float(shifted.mean()) > 10 * float(shifted.std()) / math.sqrt(len(shifted))
-    assert float(shifted.mean()) > 10 * abs(float(same.mean()))
-
-
-def test_mmd_bandwidth_sum_and_identities():
-    g = _gen(22)
-    x = torch.randn(50, 3, generator=g)
-    y = torch.randn(40, 3, generator=g) + 1
-    # a sum of kernels gives the sum of the MMD² of each kernel (the estimator is linear in k)
-    both = M.mmd_rbf(x, y, bandwidths=[0.5, 2.0])
-    assert both == pytest.approx(M.mmd_rbf(x, y, bandwidths=0.5) + M.mmd_rbf(x, y, bandwidths=2.0), rel=1e-12)
-    assert M.mmd_rbf(x, y, bandwidths=1.0) == pytest.approx(M.mmd_rbf(y, x, bandwidths=1.0), rel=1e-12)
-    # brute-force double loop for the unbiased estimator
-    k = lambda a, b: math.exp(-float(((a - b) ** 2).sum()) / 2.0)  # noqa: E731
-    xs, ys = x.double(), y.double()
-    n, m = len(xs), len(ys)
-    kxx = sum(k(xs[i], xs[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    kyy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    kxy = sum(k(xs[i], ys[j]) for i in range(n) for j in range(m)) / (n * m)
-    assert M.mmd_rbf(x, y, bandwidths=1.0) == pytest.approx(kxx + kyy - 2 * kxy, rel=1e-10)
-    # the default bandwidth is the median of the pooled pairwise distances (i < j)
-    z = torch.cat([xs, ys])
-    pooled = [float((z[i] - z[j]).norm()) for i in range(len(z)) for j in range(i + 1, len(z))]
-    median = float(torch.tensor(pooled, dtype=torch.float64).median())  # lower median, as torch.median
-    assert M.mmd_rbf(x, y) == pytest.approx(M.mmd_rbf(x, y, bandwidths=median), rel=1e-10)
-
-
-# --------------------------------------------------------------------------------------------
 # data floor
 # --------------------------------------------------------------------------------------------
 def test_data_floor_repeats_the_metric_on_fresh_draws():
@@ -192,7 +114,7 @@ def test_data_floor_repeats_the_metric_on_fresh_draws():
     # same-distribution draws with n = 500: small, and far below a shifted distribution's distance
     assert 0 < floor.mean < 0.2
     assert M.sliced_wasserstein(s(500), s(500) + 1.0) > 5 * floor.mean
-    assert M.data_floor(sampler(31), 100, M.mmd_rbf, repeats=1).std == 0.0
+    assert M.data_floor(sampler(31), 100, M.sliced_wasserstein, repeats=1).std == 0.0
 
 
 def test_data_floor_bad_input():
@@ -283,75 +205,8 @@ def test_frechet_identical_symmetric_and_near_singular():
 
 
 # --------------------------------------------------------------------------------------------
-# digits classifier and the digits metrics
+# memorization
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def digits():
-    train_x, train_y = load_digits(split="train")
-    test_x, test_y = load_digits(split="test")
-    return train_x, train_y, test_x, test_y
-
-
-@pytest.fixture(scope="module")
-def classifier_and_accuracy():
-    return M.get_digits_classifier()
-
-
-def test_classifier_training_is_deterministic(digits):
-    train_x, train_y, _, _ = digits
-    torch.manual_seed(123)
-    rng_before = torch.get_rng_state()
-    c1 = M.train_digits_classifier(train_x, train_y, seed=3, steps=25)
-    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
-    torch.manual_seed(456)  # and the result does not depend on it
-    c2 = M.train_digits_classifier(train_x, train_y, seed=3, steps=25)
-    c3 = M.train_digits_classifier(train_x, train_y, seed=4, steps=25)
-    s1, s2, s3 = c1.state_dict(), c2.state_dict(), c3.state_dict()
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
-
-
-def test_classifier_accuracy_and_shapes(digits, classifier_and_accuracy):
-    _, _, test_x, test_y = digits
-    clf, acc = classifier_and_accuracy
-    assert acc >= 0.95
-    assert M.get_digits_classifier() is M.get_digits_classifier()  # cached: trained once per process
-    assert M.classifier_accuracy(test_x, test_y, clf) == acc
-    assert clf.features(test_x).shape == (len(test_x), 64)
-    assert clf(test_x).shape == (len(test_x), 10)
-    torch.testing.assert_close(clf(test_x.reshape(-1, 64)), clf(test_x))
-    assert not any(p.requires_grad for p in clf.parameters())
-
-
-def test_class_histogram_and_confidence(digits, classifier_and_accuracy):
-    _, _, test_x, test_y = digits
-    clf, acc = classifier_and_accuracy
-    hist = M.class_histogram(test_x, clf)
-    assert hist.shape == (10,) and hist.dtype == torch.long
-    assert int(hist.sum()) == len(test_x)
-    assert torch.equal(hist, torch.bincount(clf(test_x).argmax(1), minlength=10))
-    # the test split is stratified (35-37 per class); a >= 95 % classifier cannot move many
-    assert int((hist - torch.bincount(test_y, minlength=10)).abs().sum()) <= 2 * round((1 - acc) * len(test_x))
-    conf_test = M.mean_confidence(test_x, clf)
-    noise = torch.rand(200, 1, 8, 8, generator=_gen(50)) * 2 - 1
-    assert 0.8 < conf_test <= 1.0
-    assert M.mean_confidence(noise, clf) < conf_test
-    assert M.classifier_accuracy(test_x, (test_y + 1) % 10, clf) <= 1 - acc + 1e-12
-
-
-def test_digits_fid_floor_and_noise(digits, classifier_and_accuracy):
-    train_x, _, test_x, test_y = digits
-    clf, _ = classifier_and_accuracy
-    floor = M.digits_fid(train_x, test_x, clf)
-    noise = torch.rand(360, 1, 8, 8, generator=_gen(51)) * 2 - 1
-    assert M.digits_fid(test_x, test_x, clf) == pytest.approx(0.0, abs=1e-6)
-    assert floor > 0
-    assert M.digits_fid(noise, test_x, clf) > 20 * floor
-    # a sampler that drops half the classes is visibly worse than the floor
-    half = test_x[test_y < 5]
-    assert M.digits_fid(half, test_x, clf) > 5 * floor
-
-
 def test_memorization_fraction(digits):
     train_x, _, test_x, _ = digits
     copies = train_x[:100]
@@ -370,19 +225,14 @@ def test_memorization_fraction(digits):
     assert M.memorization_fraction(copies + eps, train_x, test_x)[0] == 1.0
 
 
-# --------------------------------------------------------------------------------------------
-# bits per dim
-# --------------------------------------------------------------------------------------------
-def test_bits_per_dim():
-    assert M.bits_per_dim(64 * math.log(2) * 3.0, 64) == pytest.approx(3.0, rel=1e-14)
-    # uniform over 17 grey levels: log2(17) = 4.09 bits/dim (chapter 07's baseline)
-    assert M.bits_per_dim(64 * math.log(17), 64) == pytest.approx(4.087, abs=5e-4)
-    t = torch.tensor([math.log(2) * 2, math.log(2) * 4], dtype=torch.float64)
-    torch.testing.assert_close(M.bits_per_dim(t, 2), torch.tensor([1.0, 2.0], dtype=torch.float64))
-    with pytest.raises(ValueError, match="num_dims"):
-        M.bits_per_dim(1.0, 0)
-    with pytest.raises(TypeError, match="nll_nats"):
-        M.bits_per_dim("1.0", 64)
+def test_nearest_distance_equals_brute_force():
+    g = _gen(54)
+    q = torch.randn(37, 5, generator=g, dtype=torch.float64)
+    pool = torch.randn(23, 5, generator=g, dtype=torch.float64)
+    brute = torch.tensor([min(float((a - b).norm()) for b in pool) for a in q], dtype=torch.float64)
+    for batch_size in (1, 10, 2048):  # the batches change nothing
+        torch.testing.assert_close(M.nearest_distance(q, pool, batch_size=batch_size), brute, rtol=1e-12, atol=1e-12)
+    assert M.nearest_distance(pool[:5], pool).abs().max() == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,34 +253,11 @@ def test_bad_input_raises_clear_errors(digits):
     with pytest.raises(ValueError, match="NaN"):
         M.sliced_wasserstein(torch.full((3, 2), float("nan")), x)
     with pytest.raises(ValueError, match="at least 2"):
-        M.mmd_rbf(x[:1], x)
-    with pytest.raises(ValueError, match="features per point"):
-        M.mmd_rbf(x, torch.randn(10, 3))
-    with pytest.raises(ValueError, match="bandwidths"):
-        M.mmd_rbf(x, x, bandwidths=-1.0)
-    with pytest.raises(ValueError, match="bandwidths"):
-        M.mmd_rbf(x, x, bandwidths=[])
-    with pytest.raises(ValueError, match="at least 2"):
         M.frechet_distance(torch.randn(1, 4), torch.randn(5, 4))
     with pytest.raises(ValueError, match="features per point"):
         M.frechet_distance(torch.randn(5, 4), torch.randn(5, 3))
-    train_x, train_y, test_x, _ = digits
+    train_x, _, test_x, _ = digits
     with pytest.raises(ValueError, match="features per point"):
         M.memorization_fraction(torch.randn(5, 1, 7, 7), train_x, test_x)
     with pytest.raises(ValueError, match="at least 1"):
         M.memorization_fraction(torch.zeros(0, 1, 8, 8), train_x, test_x)
-    with pytest.raises(ValueError, match="images"):
-        M.train_digits_classifier(torch.randn(5, 1, 7, 7), train_y[:5])
-    with pytest.raises(ValueError, match="labels"):
-        M.train_digits_classifier(train_x[:5], train_y[:5] + 10)
-    with pytest.raises(ValueError, match="labels"):
-        M.train_digits_classifier(train_x[:5], train_y[:4])
-    clf = M.DigitsClassifier()
-    with pytest.raises(ValueError, match="samples"):
-        M.class_histogram(torch.randn(4, 3, 8, 8), clf)
-    with pytest.raises(ValueError, match="samples is empty"):
-        M.mean_confidence(torch.zeros(0, 1, 8, 8), clf)
-    with pytest.raises(TypeError, match="classifier"):
-        M.digits_fid(train_x[:10], test_x[:10], torch.nn.Linear(64, 10))
-    with pytest.raises(ValueError, match="intended_labels"):
-        M.classifier_accuracy(test_x[:10], torch.arange(9), clf)

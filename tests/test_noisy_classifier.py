@@ -1,10 +1,16 @@
-"""The noise-aware classifier of chapter 09 (ddpm_lib.noisy_classifier) and its use in classifier guidance."""
+"""The noise-aware classifier of chapter 09 (ddpm_lib.noisy_classifier) and its use in classifier guidance.
+
+The toy data make the optimum known: two classes of 4×4 images whose pixels are N(±0.5, 0.3²) (clamped to [-1, 1]),
+so sign(Σ pixels) is (nearly) the Bayes classifier at every noise level, and ∇_x log p(y | x) should point along
+±(1, ..., 1).
+"""
 
 import pytest
 import torch
 
-from ddpm_lib import ClassifierGuidance, NoiseSchedule, ddim_sample, linear_beta_schedule
+from ddpm_lib import ClassifierGuidance, NoiseSchedule, ddim_sample, linear_beta_schedule, q_sample
 from ddpm_lib.noisy_classifier import NoisyClassifier, noisy_accuracy, train_noisy_classifier
+from helpers import gen
 
 SCHED = NoiseSchedule(linear_beta_schedule(100))
 
@@ -17,17 +23,12 @@ def _toy_images(n=256, seed=0):
     return images.clamp(-1, 1), labels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one CPU thread is faster, and much faster on a shared machine (no spinning threads)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny networks: one CPU thread is faster, and much faster on a shared machine (no spinning threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread):
+def trained(one_thread_module):
     """One toy classifier trained for 150 steps, with its initial weights and its result."""
     images, labels = _toy_images()
     torch.manual_seed(0)
@@ -82,29 +83,61 @@ def test_training_lowers_the_loss_and_is_reproducible(trained):
     torch.testing.assert_close(res.loss_history, res2.loss_history)
 
 
-def test_accuracy_falls_with_noise(trained):
+def _reference_accuracy(t: int, n: int = 20_000) -> float:
+    """Accuracy of sign(Σ pixels) on n fresh toy images noised to step t: the optimal rule for these classes."""
+    images, labels = _toy_images(n, seed=9)
+    xt = q_sample(SCHED, images, t, torch.randn(images.shape, generator=gen(1)))
+    return ((xt.flatten(1).sum(1) > 0).long() == labels).double().mean().item()
+
+
+@pytest.mark.parametrize("t", [0, 75, 99])
+def test_accuracy_is_near_the_optimal_rule_at_every_noise_level(trained, t):
+    """The trained classifier's accuracy on 400 held-out images at step t is within 0.06 of the optimal rule's
+    (reference measured: 1.0, 0.982 and 0.928 at t = 0, 75, 99; the classifier: 1.0, 0.968, 0.908); the standard
+    error of an accuracy near 0.93 over 400 images is 0.013. Noise costs accuracy: at t = T-1 (ᾱ ≈ 0.36) the optimal
+    rule itself loses more than 0.04."""
     clf = trained[1].classifier
     test_images, test_labels = _toy_images(400, seed=5)
-    gen = torch.Generator().manual_seed(0)
-    acc_clean = noisy_accuracy(clf, SCHED, test_images, test_labels, 0, generator=gen)
-    acc_noisy = noisy_accuracy(clf, SCHED, test_images, test_labels, 99, generator=gen)
-    assert acc_clean > 0.95
-    # at t = T-1 (ᾱ ≈ 0.36 for T = 100) the images keep some signal, but accuracy is lower than on clean ones
-    assert acc_noisy < acc_clean
+    acc = noisy_accuracy(clf, SCHED, test_images, test_labels, t, generator=gen(0))
+    ref = _reference_accuracy(t)
+    assert abs(acc - ref) <= 0.06, (acc, ref)
+    if t == 0:
+        assert acc > 0.95
+    if t == 99:
+        assert ref < _reference_accuracy(0) - 0.04
 
 
 def test_guidance_gradient_points_to_the_class(trained):
-    """With the trained toy classifier, ∇_x log p(y=1 | x_t) has a positive mean (class 1 has a positive mean)."""
+    """∇_x log p(y | x_t) of the trained classifier: for two classes p_1 ∇ log p_1 + p_0 ∇ log p_0 = ∇(p_0 + p_1) = 0
+    exactly (float32 round-off), and the gradient of class 1 points along (1, ..., 1), the direction that separates
+    the classes (cosine > 0.8; measured 0.977)."""
     clf = trained[1].classifier
     guide = ClassifierGuidance(lambda x, t: torch.zeros_like(x), clf, SCHED, scale=1.0)
-    x = torch.zeros(8, 1, 4, 4)
+    x = 0.3 * torch.randn(8, 1, 4, 4, generator=gen(2))
     t = torch.full((8,), 50, dtype=torch.long)
     g1 = guide.grad_log_prob(x, t, torch.ones(8, dtype=torch.long))
     g0 = guide.grad_log_prob(x, t, torch.zeros(8, dtype=torch.long))
-    assert g1.mean() > 0 and g0.mean() < 0
-    # and guided DDIM sampling with a zero ε-model ends on the side of the requested class
-    out1 = ddim_sample(guide, SCHED, (8, 1, 4, 4), steps=10, y=torch.ones(8, dtype=torch.long),
-                       generator=torch.Generator().manual_seed(0), progress=False)
-    out0 = ddim_sample(guide, SCHED, (8, 1, 4, 4), steps=10, y=torch.zeros(8, dtype=torch.long),
-                       generator=torch.Generator().manual_seed(0), progress=False)
-    assert out1.mean() > out0.mean()
+    with torch.no_grad():
+        p1 = torch.softmax(clf(x, t), -1)[:, 1].reshape(8, 1, 1, 1)
+    torch.testing.assert_close(p1 * g1 + (1 - p1) * g0, torch.zeros_like(g1), rtol=0, atol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(g1.flatten(1), torch.ones(8, 16), dim=1)
+    assert (cos > 0.8).all(), cos
+    # mixed labels: each example gets the gradient of its own label
+    y = torch.tensor([0, 1] * 4)
+    torch.testing.assert_close(guide.grad_log_prob(x, t, y), torch.where(y.reshape(8, 1, 1, 1) == 1, g1, g0))
+
+
+def test_guided_sampling_moves_each_sample_towards_its_class(trained):
+    """Guided DDIM with a zero ε-model from the same x_T: without guidance the label changes nothing; with scale 1
+    every sample asked for class 1 ends with a larger pixel mean than its twin asked for class 0, and the class means
+    are at least 0.1 apart (measured 0.19)."""
+    clf = trained[1].classifier
+
+    def sample(scale, label):
+        guide = ClassifierGuidance(lambda x, t: torch.zeros_like(x), clf, SCHED, scale=scale)
+        return ddim_sample(guide, SCHED, (8, 1, 4, 4), steps=10, y=torch.full((8,), label, dtype=torch.long),
+                           generator=gen(0), progress=False)
+
+    torch.testing.assert_close(sample(0.0, 1), sample(0.0, 0), rtol=0, atol=0)
+    m1, m0 = sample(1.0, 1).flatten(1).mean(1), sample(1.0, 0).flatten(1).mean(1)
+    assert (m1 > m0).all() and m1.mean() - m0.mean() > 0.1, (m1, m0)

@@ -1,10 +1,11 @@
-"""Tests of ddpm_lib.postprocess: [-1, 1] -> [0, 1] -> uint8 -> PIL, grids, quantisation."""
+"""Tests of ddpm_lib.postprocess: [-1, 1] -> [0, 1] -> uint8 -> PIL, grids, grey levels."""
 
 import numpy as np
 import pytest
 import torch
 
-from ddpm_lib.postprocess import make_grid, quantize, to_pil, to_uint8, unnormalize
+from ddpm_lib.postprocess import from_levels, make_grid, to_levels, to_pil, to_uint8, unnormalize
+from helpers import gen
 
 
 def test_unnormalize_golden_values_and_clamp():
@@ -37,7 +38,7 @@ def test_to_uint8_layouts():
 
 
 def test_to_uint8_matches_diffusers_numpy_to_pil_bit_for_bit():
-    from diffusers.utils import numpy_to_pil
+    numpy_to_pil = pytest.importorskip("diffusers.utils").numpy_to_pil
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 3, 6, 7, generator=g) * 2.4 - 1.2  # some values outside [-1, 1]
@@ -87,22 +88,39 @@ def test_make_grid_shapes_and_errors():
         make_grid(x, padding=-1)
 
 
-def test_quantize_golden_values_and_digits_levels():
-    x = torch.tensor([-1.2, -1.0, -0.95, -0.9, 0.0, 0.06, 0.07, 1.0])
+def test_levels_golden_values_and_round_trip():
+    """Level k sits at -1 + 2k/(levels-1); to_levels rounds to the nearest level (clamping first), from_levels maps back."""
+    x = torch.tensor([-1.2, -1.0, -0.95, -0.9, 0.0, 0.06, 0.07, 1.0, 1.3])
     # 17 levels: spacing 1/8 = 0.125
-    torch.testing.assert_close(
-        quantize(x, 17), torch.tensor([-1.0, -1.0, -1.0, -0.875, 0.0, 0.0, 0.125, 1.0])
-    )
-    # quantising to 256 levels and then to uint8 is consistent with to_uint8
-    y = torch.rand(1000, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    q = quantize(y, 256)
-    torch.testing.assert_close(((q + 1) / 2 * 255), to_uint8(y.reshape(1, 1, 1, -1)).flatten().float(),
-                               rtol=0, atol=1e-4)
-    # idempotent, and the identity on the digits (which already lie on 17 levels)
-    torch.testing.assert_close(quantize(q, 256), q)
-    from ddpm_lib.data import load_digits
+    assert to_levels(x, 17).tolist() == [0, 0, 0, 1, 8, 8, 9, 16, 16]
+    assert to_levels(x, 17).dtype == torch.long
+    torch.testing.assert_close(from_levels(torch.tensor([0, 1, 8, 9, 16]), 17),
+                               torch.tensor([-1.0, -0.875, 0.0, 0.125, 1.0]), rtol=0, atol=0)
+    for levels in (2, 17, 256):
+        k = torch.arange(levels)
+        assert torch.equal(to_levels(from_levels(k, levels), levels), k)  # every level round-trips
+        assert from_levels(k, levels).dtype == torch.float32
+    # rounding to 256 levels is consistent with to_uint8
+    y = torch.rand(1000, generator=gen(0)) * 2 - 1
+    assert torch.equal(to_levels(y, 256), to_uint8(y.reshape(1, 1, 1, -1)).flatten().long())
+    # the digits already lie on their 17 levels; from_levels takes any integer array
+    from ddpm_lib.data import DIGITS_LEVELS, load_digits
 
     digits, _ = load_digits("test")
-    torch.testing.assert_close(quantize(digits, 17), digits)
+    torch.testing.assert_close(from_levels(to_levels(digits, DIGITS_LEVELS), DIGITS_LEVELS), digits, rtol=0, atol=1e-7)
+    torch.testing.assert_close(from_levels(np.array([[0, 2]]), 3), torch.tensor([[-1.0, 1.0]]))
+
+
+def test_levels_errors():
     with pytest.raises(ValueError, match="levels"):
-        quantize(y, 1)
+        to_levels(torch.zeros(3), 1)
+    with pytest.raises(ValueError, match="levels"):
+        from_levels(torch.zeros(3, dtype=torch.long), 17.0)
+    with pytest.raises(TypeError, match="floating-point"):
+        to_levels(torch.zeros(3, dtype=torch.long), 17)
+    with pytest.raises(TypeError, match="integer grey levels"):
+        from_levels(torch.zeros(3), 17)
+    with pytest.raises(ValueError, match=r"k must lie in 0\.\.16, got values in 0\.\.17"):
+        from_levels(torch.tensor([0, 17]), 17)
+    with pytest.raises(ValueError, match="k must lie in"):
+        from_levels(torch.tensor([-1]), 17)
