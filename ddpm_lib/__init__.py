@@ -26,6 +26,7 @@ from .losses import loss_weight, p_losses
 from .likelihood import discretized_gaussian_log_likelihood, normal_kl, vlb_bits_per_dim, vlb_terms
 from .samplers import ddpm_step, p_sample, p_sample_loop
 from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddim_timesteps
+from .solvers import dpm_solver_sample, heun_sample
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 
 __version__ = "0.2.0"

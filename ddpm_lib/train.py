@@ -179,6 +179,7 @@ def train(
     log_every: int = 50,
     callback: Optional[Callable[[int, nn.Module, Optional[EMA]], None]] = None,
     callback_every: int = 0,
+    loss_fn: Optional[Callable] = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with Algorithm 3 (source 000; chapter 05, eq. ``l-simple``).
 
@@ -201,7 +202,10 @@ def train(
     same seed and the same initial weights give identical loss histories.  A tqdm bar shows the loss
     averaged over the last ``log_every`` steps (``progress=False`` turns it off).  ``callback(step, model,
     ema)`` is called after every ``callback_every`` optimizer steps (``step`` counts the steps done), e.g. to
-    save checkpoints of a long run.  The model is moved to ``device`` and left in train mode.
+    save checkpoints of a long run.  ``loss_fn(model, x_start, y, generator)``, when given, replaces the
+    diffusion loss: it returns the per-example losses (B,) of the batch and draws its own randomness from
+    ``generator`` (chapter 11 trains flow matching this way); ``sched`` is then unused and ``t_history`` holds -1.
+    The model is moved to ``device`` and left in train mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -219,6 +223,8 @@ def train(
     if grad_clip is not None:
         check_positive("grad_clip", grad_clip)
     check_choice("objective", objective, OBJECTIVES)
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (model, x_start, y, generator) or None, got {type(loss_fn).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (step, model, ema) or None, got {type(callback).__name__}")
     if labels is not None:
@@ -267,8 +273,11 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr * lr_factor(step, lr_schedule_steps, lr_schedule, warmup_steps)
             idx = torch.randint(0, N, (batch_size,), generator=gen)
-            t = torch.randint(0, sched.T, (batch_size,), generator=gen)
-            noise = torch.randn((batch_size,) + tuple(data.shape[1:]), generator=gen, dtype=torch.float32)
+            if loss_fn is None:
+                t = torch.randint(0, sched.T, (batch_size,), generator=gen)
+                noise = torch.randn((batch_size,) + tuple(data.shape[1:]), generator=gen, dtype=torch.float32)
+            else:
+                t = torch.full((batch_size,), -1, dtype=torch.long)
             x_start = data_dev[idx.to(device)]
             y = None
             if labels_dev is not None:
@@ -276,10 +285,13 @@ def train(
                 if p_uncond > 0:
                     y = drop_labels(y, p_uncond, null_label, generator=gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):
-                losses = p_losses(model, sched, x_start, t.to(device), noise=noise.to(device=device, dtype=dtype),
-                                  objective=objective, loss_weighting=loss_weighting, y=y,
-                                  learned_variance=learned_variance, vlb_weight=vlb_weight, num_bins=num_bins,
-                                  reduction="none")
+                if loss_fn is None:
+                    losses = p_losses(model, sched, x_start, t.to(device), noise=noise.to(device=device, dtype=dtype),
+                                      objective=objective, loss_weighting=loss_weighting, y=y,
+                                      learned_variance=learned_variance, vlb_weight=vlb_weight, num_bins=num_bins,
+                                      reduction="none")
+                else:
+                    losses = loss_fn(model, x_start, y, gen)
             losses = losses.float()
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
