@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ._checks import check_int, check_positive, check_seed
 from .metrics import frechet_distance
-from .threads import num_threads
+from .runtime import num_threads
 
 __all__ = [
     "DigitsClassifier",

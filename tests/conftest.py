@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ddpm_lib.threads import num_threads
+from ddpm_lib.runtime import num_threads
 
 N_PROJECTIONS = 64  # plenty in 2-D: the sample-to-sample noise dominates the choice of directions
 

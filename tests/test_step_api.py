@@ -14,7 +14,7 @@ import torch
 from ddpm_lib import NoiseSchedule, ddim_invert, ddim_sample, ddim_step, ddim_timesteps, ddpm_step, model_predictions
 from ddpm_lib import p_sample, p_sample_loop, q_sample
 from ddpm_lib._checks import check_int
-from ddpm_lib.threads import num_threads
+from ddpm_lib.runtime import num_threads
 from helpers import F64, gen, toy_eps_model
 
 SCHED = NoiseSchedule.cosine(40)
