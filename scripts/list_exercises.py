@@ -54,6 +54,9 @@ def chapter_exercises(path: Path) -> list:
     for cell in cells:
         src = "".join(cell["source"])
         if cell["cell_type"] == "markdown":
+            if src.strip().startswith("```{exercise}") and "`" in src.strip().splitlines()[0][len("```{exercise}"):]:
+                raise ValueError(f"{path.name}: an exercise title cannot contain backticks (the directive would "
+                                 f"silently become a code block): {src.strip().splitlines()[0]}")
             m = EXERCISE.match(src.strip())
             if m:
                 k = KIND.search(m["body"])

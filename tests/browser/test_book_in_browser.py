@@ -359,3 +359,53 @@ def test_equations_numbered_and_cross_referenced(probe):
         cross_refs += sum(1 for t in targets if "#equation-" in t and not t.startswith(("#", here)))
     assert not unnumbered, f"chapters without a numbered equation: {unnumbered}"
     assert cross_refs > 0, "no chapter cites an equation of another chapter with {eq}"
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises (issue 13): the list page links every exercise, and a collapsed solution opens on a click with its
+# math typeset.
+
+SOLUTION_WITH_MATH = re.compile(r'<div class="solution dropdown[^"]*"[^>]*id="([^"]+)"')
+
+
+def _chapter_with_solution_math() -> tuple[str, str] | None:
+    """(chapter page, solution id) of the first solution whose body holds math, from the built HTML."""
+    for rel in CHAPTERS:
+        text = (HTML / rel).read_text(encoding="utf-8")
+        for m in SOLUTION_WITH_MATH.finditer(text):
+            body = text[m.end(): m.end() + 20_000].split('<div class="solution', 1)[0]
+            if 'class="math' in body:
+                return rel, m.group(1)
+    return None
+
+
+def test_exercise_list_links_every_chapters_exercises(probe):
+    if "book/exercises.html" not in PAGES:
+        skip_or_fail("book/exercises.html was not built (is book/exercises in _toc.yml?)")
+    page = probe.open("book/exercises.html")
+    hrefs = page.evaluate("() => [...document.querySelectorAll('article a.reference.internal')]"
+                          ".map(a => a.getAttribute('href'))")
+    exercise_links = [h for h in hrefs if "#ex-" in h]
+    chapters_linked = {h.split("#")[0].split("/")[-1] for h in exercise_links}
+    assert chapters_linked == {Path(c).name for c in CHAPTERS}, (sorted(chapters_linked), CHAPTERS)
+    assert len(exercise_links) >= 5 * len(CHAPTERS)
+    assert check_internal_links("book/exercises.html", page.evaluate(LINKS), probe.base) == []
+
+
+def test_a_solution_opens_on_click_with_its_math_typeset(probe):
+    found = _chapter_with_solution_math()
+    if found is None:
+        skip_or_fail("no chapter has a solution with math")
+    rel, sid = found
+    page = probe.open(rel)
+    page.evaluate(MATH_STATE)  # waits for MathJax
+    height = f"() => document.getElementById('{sid}').querySelector('section').getBoundingClientRect().height"
+    assert page.evaluate(height) == 0, f"{rel}: the solution {sid} is not collapsed"
+    page.click(f"#{sid} .admonition-title")
+    page.wait_for_function(f"() => ({height})() > 0")
+    shown = page.evaluate(f"""() => [...document.getElementById('{sid}').querySelectorAll('.math')].map(e => {{
+        const box = e.getBoundingClientRect();
+        return {{typeset: !!e.querySelector('mjx-container'), visible: box.width > 0 && box.height > 0}};
+    }})""")
+    assert shown and all(m["typeset"] and m["visible"] for m in shown), f"{rel} {sid}: {shown}"
+    assert not probe.problems, f"{rel}: " + "; ".join(probe.problems)
