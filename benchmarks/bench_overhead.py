@@ -1,12 +1,13 @@
 """Sampler overhead: ddpm_lib's loops against diffusers' scheduler loops driving the same network (chapter 08).
 
-For each network of the recipes in :mod:`ddpm_lib.experiments` (the 2-D mixture MLP, the digits MLP and, for the
+For each network of the recipes in :mod:`ddpm_lib.recipes` (the 2-D mixture MLP, the digits MLP and, for the
 DDIM loop only, the digits UNet; untrained: the cost of a forward pass does not depend on the weights) and each loop,
-three timings with the same x_T, batch and number of steps:
+four timings with the same x_T, batch and number of steps:
 
 - ``network only``: the bare model evaluations at the loop's timesteps, nothing else;
 - ``ddpm_lib``: :func:`ddpm_lib.p_sample_loop` (T steps, σ² = β̃) or :func:`ddpm_lib.ddim_sample` (50 steps, η = 0,
-  leading spacing);
+  leading spacing), with their default ``check_finite=True`` (one ``isfinite`` test of the model output and one of
+  the sample per step), and the same loop with ``check_finite=False``, whose difference is the cost of the test;
 - ``diffusers``: the usual ``for t in scheduler.timesteps: x = scheduler.step(model(x, t), t, x).prev_sample`` loop
   with ``DDPMScheduler`` / ``DDIMScheduler`` configured identically (linear β from 1e-4 to 0.02, clipping of x̂_0).
 
@@ -23,23 +24,19 @@ networks are small, and on a shared machine several spinning threads per process
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, publish  # first: puts the repository on sys.path
+from ddpm_lib import NoiseSchedule, ddim_sample, ddim_timesteps, linear_beta_schedule, p_sample_loop
+from ddpm_lib.evaluation import markdown_table
+from ddpm_lib.models import MLPDenoiser
+from ddpm_lib.recipes import _digits_network
 
-from ddpm_lib import NoiseSchedule, ddim_sample, ddim_timesteps, linear_beta_schedule, p_sample_loop  # noqa: E402
-from ddpm_lib.experiments import _digits_network  # noqa: E402
-from ddpm_lib.models import MLPDenoiser  # noqa: E402
-
-RESULTS = ROOT / "book" / "results"
+NAME = "ch08_sampler_overhead"
 T = 1000
 DDIM_STEPS = 50
 
@@ -122,10 +119,10 @@ def check_parity(model, shape, ddpm_sched, ddim_sched, sched) -> None:
     """Our loops and diffusers' compute the same samples from the same x_T and generator."""
     gen = torch.Generator().manual_seed(1)
     x_T = torch.randn(shape, generator=gen)
-    ours = ddim_sample(model, sched, shape, steps=DDIM_STEPS, eta=0.0, noise=x_T.clone(), progress=False)
+    ours = ddim_sample(model, sched, shape, steps=DDIM_STEPS, eta=0.0, x_T=x_T.clone(), progress=False)
     theirs = _theirs_ddim(model, ddim_sched, x_T.clone())
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
-    ours = p_sample_loop(model, sched, shape, noise=x_T.clone(), generator=torch.Generator().manual_seed(2),
+    ours = p_sample_loop(model, sched, shape, x_T=x_T.clone(), generator=torch.Generator().manual_seed(2),
                          progress=False)
     theirs = _theirs_ddpm(model, ddpm_sched, x_T.clone(), torch.Generator().manual_seed(2))
     torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
@@ -144,18 +141,16 @@ def run(repeats: int = 5, quick: bool = False):
                  ("DDIM η=0 (ddim_sample)", DDIM_STEPS, ddim_sched.timesteps.tolist(), "ddim")]
         for loop_name, steps, timesteps, kind in [lp for lp in loops if lp[3] in kinds]:
             if kind == "ddpm":
-                fns = {
-                    "bare": lambda: _bare(model, x_T, timesteps),
-                    "ours": lambda: p_sample_loop(model, sched, shape, noise=x_T, generator=torch.Generator().manual_seed(0),
-                                                  progress=False),
-                    "theirs": lambda: _theirs_ddpm(model, ddpm_sched, x_T, torch.Generator().manual_seed(0)),
-                }
+                ours = lambda check: p_sample_loop(model, sched, shape, x_T=x_T,  # noqa: E731
+                                                   generator=torch.Generator().manual_seed(0), progress=False,
+                                                   check_finite=check)
+                theirs = lambda: _theirs_ddpm(model, ddpm_sched, x_T, torch.Generator().manual_seed(0))  # noqa: E731
             else:
-                fns = {
-                    "bare": lambda: _bare(model, x_T, timesteps),
-                    "ours": lambda: ddim_sample(model, sched, shape, steps=DDIM_STEPS, eta=0.0, noise=x_T, progress=False),
-                    "theirs": lambda: _theirs_ddim(model, ddim_sched, x_T),
-                }
+                ours = lambda check: ddim_sample(model, sched, shape, steps=DDIM_STEPS, eta=0.0, x_T=x_T,  # noqa: E731
+                                                 progress=False, check_finite=check)
+                theirs = lambda: _theirs_ddim(model, ddim_sched, x_T)  # noqa: E731
+            fns = {"bare": lambda: _bare(model, x_T, timesteps), "ours": lambda: ours(True),
+                   "unchecked": lambda: ours(False), "theirs": theirs}
             med = _median_times(fns, repeats)
             rows.append({
                 "network": name,
@@ -164,45 +159,37 @@ def run(repeats: int = 5, quick: bool = False):
                 "steps": steps,
                 "network_only_s": med["bare"],
                 "ddpm_lib_s": med["ours"],
+                "ddpm_lib_unchecked_s": med["unchecked"],
                 "diffusers_s": med["theirs"],
                 "ratio_ours_theirs": med["ours"] / med["theirs"],
                 "ours_overhead_ms_per_step": 1e3 * (med["ours"] - med["bare"]) / steps,
                 "theirs_overhead_ms_per_step": 1e3 * (med["theirs"] - med["bare"]) / steps,
+                "check_finite_ms_per_step": 1e3 * (med["ours"] - med["unchecked"]) / steps,
             })
     return rows
 
 
+COLUMNS = (("network", "network", "{}"), ("loop", "loop", "{}"), ("batch", "batch", "{}"), ("steps", "steps", "{}"),
+           ("network_only_s", "network only (s)", "{:.3f}"), ("ddpm_lib_s", "ddpm_lib (s)", "{:.3f}"),
+           ("ddpm_lib_unchecked_s", "ddpm_lib, check_finite=False (s)", "{:.3f}"),
+           ("diffusers_s", "diffusers (s)", "{:.3f}"), ("ratio_ours_theirs", "ratio ours/theirs", "{:.2f}"),
+           ("ours_overhead_ms_per_step", "overhead/step ours (ms)", "{:.3f}"),
+           ("theirs_overhead_ms_per_step", "overhead/step diffusers (ms)", "{:.3f}"),
+           ("check_finite_ms_per_step", "check_finite/step (ms)", "{:.3f}"))
+"""(key in the rows of :func:`run`, column of the markdown table, format)"""
+
+
 def to_markdown(rows, repeats: int) -> str:
-    lines = [
-        f"Median of {repeats} runs on a CPU ({platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s)); times in seconds of "
-        f"{'CPU time of the process (one thread: other processes on the machine do not count)' if torch.get_num_threads() == 1 else 'wall time'}. "
-        "Same network, x_T, batch and steps in each row; the outputs of the two loops were checked equal before timing. "
-        "Overhead per step = (loop - network only) / steps; the first row drives a network that costs nothing.",
-        "",
-        "| network | loop | batch | steps | network only (s) | ddpm_lib (s) | diffusers (s) | ratio ours/theirs "
-        "| overhead/step ours (ms) | overhead/step diffusers (ms) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['network']} | {r['loop']} | {r['batch']} | {r['steps']} | {r['network_only_s']:.3f} | "
-            f"{r['ddpm_lib_s']:.3f} | {r['diffusers_s']:.3f} | {r['ratio_ours_theirs']:.2f} | "
-            f"{r['ours_overhead_ms_per_step']:.3f} | {r['theirs_overhead_ms_per_step']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write(rows, repeats: int, out_dir: Path = RESULTS) -> str:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(rows, repeats)
-    (out_dir / "ch08_sampler_overhead.md").write_text(md, encoding="utf-8")
-    with open(out_dir / "ch08_sampler_overhead.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return md
+    clock = ("CPU time of the process (one thread: other processes on the machine do not count)"
+             if torch.get_num_threads() == 1 else "wall time")
+    note = (f"Median of {repeats} runs on a CPU ({platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s)); times in seconds of {clock}. Same network, x_T, batch and steps "
+            "in each row; the outputs of the two loops were checked equal before timing. Overhead per step = (loop - "
+            "network only) / steps; the first row drives a network that costs nothing. check_finite/step: what the "
+            "loop's default isfinite tests of the model output and the sample cost per step (ddpm_lib minus "
+            "ddpm_lib with check_finite=False).")
+    table = [[fmt.format(r[key]) for key, _, fmt in COLUMNS] for r in rows]
+    return note + "\n\n" + markdown_table([title for _, title, _ in COLUMNS], table)
 
 
 def main(argv=None):
@@ -213,10 +200,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args.repeats, args.quick)
-    if args.quick:
-        print(to_markdown(rows, args.repeats))
-    else:
-        print(write(rows, args.repeats))
+    publish(None if args.quick else RESULTS, NAME, to_markdown(rows, args.repeats), list(rows[0]),
+            [[f"{v:.6g}" if isinstance(v, float) else v for v in r.values()] for r in rows])
     worst = max(r["ratio_ours_theirs"] for r in rows)
     print(f"worst ratio ddpm_lib/diffusers: {worst:.2f} ({'OK' if worst <= 1.0 else 'ABOVE 1.0'})")
     return rows

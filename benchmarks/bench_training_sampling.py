@@ -1,6 +1,6 @@
 """Training, sampling and likelihood: the quality bars of chapters 05-07, measured.
 
-Every model is trained here, from scratch, by the shared recipes of :mod:`ddpm_lib.experiments` (the same calls
+Every model is trained here, from scratch, by the shared recipes of :mod:`ddpm_lib.recipes` (the same calls
 as the chapters, with the recipes' full budgets). Times are wall-clock seconds of the training loop and CPU
 seconds of this process (``time.process_time``), on ``--threads`` torch threads (default 1).
 
@@ -30,64 +30,44 @@ Run: ``python benchmarks/bench_training_sampling.py [--quick] [--no-ablation] [-
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, Clock, publish  # first: puts the repository on sys.path
+from ddpm_lib import p_sample_loop, vlb_bits_per_dim
+from ddpm_lib import recipes as R
+from ddpm_lib.data import DIGITS_LEVELS, MIXTURE, load_digits, make_gaussian_mixture
+from ddpm_lib.evaluation import digits_quality, markdown_table, toy_quality
+from ddpm_lib.exact import OracleDenoiser
+from ddpm_lib.likelihood import categorical_bits_per_dim, uniform_bits_per_dim
+from ddpm_lib.postprocess import to_levels
 
-from ddpm_lib import p_sample_loop, vlb_bits_per_dim  # noqa: E402
-from ddpm_lib import experiments as E  # noqa: E402
-from ddpm_lib.data import DIGITS_LEVELS, OracleDenoiser, load_digits, make_gaussian_mixture  # noqa: E402
-
-RESULTS = ROOT / "book" / "results"
 NAME = "ch05_07_quality"
 MIXTURE_BAR_S, DIGITS_BAR_S = 60.0, 180.0
-
-
-class Clock:
-    """Wall-clock and process CPU seconds of a block."""
-
-    def __enter__(self):
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.wall0
-        self.cpu = time.process_time() - self.cpu0
 
 
 def _fmt(v, digits=3):
     return f"{v:.{digits}f}"
 
 
-def _table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def mixture_part(quick: bool, record):
-    steps = 40 if quick else E.MIXTURE_STEPS
+    steps = 40 if quick else R.MIXTURE_STEPS
     chunk = 200 if quick else 1000
     n_main, n_side = (8 * chunk, 4 * chunk) if quick else (20 * chunk, 10 * chunk)
     rows = []
     models = {}
     for objective in ("pred_noise", "pred_x0", "pred_v"):
         with Clock() as c:
-            models[objective] = E.train_mixture_model(seed=0, steps=steps, objective=objective)
+            models[objective] = R.train_mixture_model(seed=0, steps=steps, objective=objective, progress=False)
         record(f"mixture_train_wall_s_{objective}", models[objective].seconds)
         record(f"mixture_train_cpu_s_{objective}", c.cpu)
     main = models["pred_noise"]
     record("mixture_steps", steps)
-    mixture = make_gaussian_mixture(E.MIXTURE)
+    mixture = make_gaussian_mixture(MIXTURE)
     variants = [("MLP, EMA weights", main.model, "pred_noise"), ("MLP, raw weights", main.raw_model, "pred_noise"),
                 ("MLP, pred_x0, EMA", models["pred_x0"].model, "pred_x0"),
                 ("MLP, pred_v, EMA", models["pred_v"].model, "pred_v"),
@@ -98,7 +78,7 @@ def mixture_part(quick: bool, record):
         with Clock() as c:
             x = p_sample_loop(model, main.sched, (n, 2), objective=objective, clip_denoised=False, progress=False,
                               generator=torch.Generator().manual_seed(1))
-        q = E.toy_quality(x, E.MIXTURE, chunk=chunk, seed=2, floor_repeats=n_main // chunk)
+        q = toy_quality(x, MIXTURE, chunk=chunk, seed=2, floor_repeats=n_main // chunk)
         record(f"mixture_sw2_{key}", q["sw2"])
         record(f"mixture_ratio_{key}", q["ratio"])
         record(f"mixture_sample_cpu_s_{key}", c.cpu)
@@ -118,24 +98,24 @@ def mixture_part(quick: bool, record):
             f"perfect sampler's ratio scatters by ±20 % with 10 chunks), hence 20 chunks for the main rows and the "
             f"exact denoiser as the reference a perfect network would reach. Training s: wall-clock seconds of the "
             f"loop on this machine. Bar: ratio ≤ 1.2 after ≤ {MIXTURE_BAR_S:.0f} s of training.")
-    return note + "\n\n" + _table(header, rows), main.sched
+    return note + "\n\n" + markdown_table(header, rows), main.sched
 
 
 def digits_part(quick: bool, ablation: bool, record):
-    steps = 20 if quick else E.DIGITS_STEPS
+    steps = 20 if quick else R.DIGITS_STEPS
     n = 100 if quick else 1437
     train_x, _ = load_digits("train")
     test_x, _ = load_digits("test")
     if quick:
         test_x = test_x[:50]
     with Clock() as c:
-        dig = E.train_digits_model(seed=0, steps=steps)
+        dig = R.train_digits_model(seed=0, steps=steps, progress=False)
     record("digits_train_wall_s", dig.seconds)
     record("digits_train_cpu_s", c.cpu)
     record("digits_steps", steps)
     with Clock() as cs:
-        x = dig.sample(n, seed=1)
-    q = E.digits_quality(x, seed=2)
+        x = dig.sample(n, seed=1, progress=False)
+    q = digits_quality(x, seed=2)
     for k in ("fd", "floor", "ratio", "memorized", "classes_covered", "confidence", "classifier_accuracy"):
         record(f"digits_{k}", q[k])
     record("digits_sample_cpu_s", cs.cpu)
@@ -151,8 +131,8 @@ def digits_part(quick: bool, ablation: bool, record):
              "pass" if dig.seconds <= DIGITS_BAR_S else "over"],
             [f"sampling CPU s ({n} samples, {dig.sched.T} steps)", f"{cs.cpu:.0f}", "", "", "", ""]]
     # where the distance comes from: the share of pixels at the brightest grey level (16), samples vs training set
-    top_samples = (E.to_levels(x) == DIGITS_LEVELS - 1).double().mean().item()
-    top_train = (E.to_levels(train_x) == DIGITS_LEVELS - 1).double().mean().item()
+    top_samples = (to_levels(x, DIGITS_LEVELS) == DIGITS_LEVELS - 1).double().mean().item()
+    top_train = (to_levels(train_x, DIGITS_LEVELS) == DIGITS_LEVELS - 1).double().mean().item()
     record("digits_top_level_samples", top_samples)
     record("digits_top_level_train", top_train)
     rows.append(["pixels at the brightest level (16)", f"{100 * top_samples:.1f} %", f"{100 * top_train:.1f} % (train)",
@@ -163,10 +143,10 @@ def digits_part(quick: bool, ablation: bool, record):
             f"test digits in the features of the fixed digits classifier (test accuracy "
             f"{q['classifier_accuracy']:.3f}); floor: the {n} training digits against the test split. Copies: nearest "
             f"training digit closer than {q['threshold']:.2f} (half the median test-to-train distance).")
-    md_samples = note + "\n\n" + _table(header, rows)
+    md_samples = note + "\n\n" + markdown_table(header, rows)
 
-    uniform = E.uniform_bits_per_dim(DIGITS_LEVELS)
-    categorical = E.categorical_bits_per_dim(train_x, test_x if not quick else load_digits("test")[0])
+    uniform = uniform_bits_per_dim(DIGITS_LEVELS)
+    categorical = categorical_bits_per_dim(train_x, test_x if not quick else load_digits("test")[0], DIGITS_LEVELS)
     record("uniform_bpd", uniform)
     record("categorical_bpd", categorical)
     lrows = []
@@ -174,7 +154,7 @@ def digits_part(quick: bool, ablation: bool, record):
     for variance, label in (("fixed_large", "β_t"), ("fixed_small", "β̃_t")):
         with Clock() as cv:
             r = vlb_bits_per_dim(dig.model, dig.sched, test_x, num_bins=DIGITS_LEVELS, variance=variance,
-                                 clip_denoised=True, generator=torch.Generator().manual_seed(3))
+                                 clip_denoised=True, generator=torch.Generator().manual_seed(3), progress=False)
         total = r["total"].mean().item()
         best = min(best, total)
         for k in ("prior", "terms_sum", "decoder", "total"):
@@ -187,9 +167,9 @@ def digits_part(quick: bool, ablation: bool, record):
     record("vlb_best", best)
     if ablation:
         with Clock() as ca:
-            dig1000 = E.train_digits_model(seed=0, steps=steps, T=1000)
+            dig1000 = R.train_digits_model(seed=0, steps=steps, T=1000, progress=False)
             r = vlb_bits_per_dim(dig1000.model, dig1000.sched, test_x, num_bins=DIGITS_LEVELS, variance="fixed_large",
-                                 clip_denoised=True, generator=torch.Generator().manual_seed(3))
+                                 clip_denoised=True, generator=torch.Generator().manual_seed(3), progress=False)
         for k in ("prior", "terms_sum", "decoder", "total"):
             record(f"vlb_T1000_{k}", r[k].mean().item())
         lrows.append(["same UNet and steps, T = 1000 (β_1 = 1e-4), σ_t² = β_t", _fmt(r["prior"].mean().item(), 4),
@@ -203,7 +183,7 @@ def digits_part(quick: bool, ablation: bool, record):
     note = ("Variational bound of the same digits model, every term exact (T network passes of the 360 test digits), "
             "discretized decoder with 17 bins, x̂_0 clipped as in sampling. Bar: below the per-pixel categorical "
             "baseline.")
-    md_vlb = note + "\n\n" + _table(header, lrows)
+    md_vlb = note + "\n\n" + markdown_table(header, lrows)
     return md_samples, md_vlb
 
 
@@ -230,15 +210,8 @@ def main(argv=None):
               f"to the floors do not, much.")
     md = "\n".join([header, "", "### 2-D mixture", "", md_mix, "### Digits: samples", "", md_samples,
                     "### Digits: likelihood", "", md_vlb])
-    print(md)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{NAME}.md").write_text(md, encoding="utf-8")
-        with open(RESULTS / f"{NAME}.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["figure", "value"])
-            w.writerows([k, f"{v:.6g}"] for k, v in figures.items())
-
+    publish(None if args.quick else RESULTS, NAME, md, ["figure", "value"],
+            [[k, f"{v:.6g}"] for k, v in figures.items()])
 
 if __name__ == "__main__":
     main()

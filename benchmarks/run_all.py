@@ -24,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from _common import RESULTS, ROOT
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE.parent / "book" / "results"
 BENCHMARKS = ("bench_training_sampling", "bench_ddim_guidance", "bench_overhead")
 
 
@@ -41,13 +42,13 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if args.quick else [])
         print(f"=== {name} ===", flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=HERE.parent)
+        proc = subprocess.run(cmd, cwd=ROOT)
         print(f"=== {name}: exit {proc.returncode} after {time.perf_counter() - start:.0f} s ===\n", flush=True)
         if proc.returncode != 0:
             failed.append(name)
     if not args.quick:
         print("=" * 100)
-        print(f"Tables in {RESULTS.relative_to(HERE.parent)} (included by book/results.md):\n")
+        print(f"Tables in {RESULTS.relative_to(ROOT)} (included by book/results.md):\n")
         for path in sorted(RESULTS.glob("*.md")):
             print(f"--- {path.name} ---")
             print(path.read_text(encoding="utf-8"))
