@@ -74,11 +74,12 @@ def test_fashion_classifier_accuracy_is_the_manifests():
 def test_first_steps_of_the_recipe_reproduce_the_committed_loss_log():
     """Rerun the first steps of benchmarks/train_fashion_mnist.py's recipe: same seed, same data order, same
     initial weights -> the same losses as the manifest's log. The forward pass runs in bfloat16 (autocast), whose
-    rounding can differ between CPUs; the tolerance below is 10x the largest difference between a bfloat16 and a
-    float32 run of these steps measured when the weights were made, and far below the difference a change of seed,
-    data order or initial weights makes (see the second half of the test)."""
-    logged = torch.tensor(pretrained.manifest("fashion_mnist")["loss_log"]["first"][:8])
+    rounding can differ between CPUs. Measured when the weights were made: the rerun on the same machine was
+    bit-identical, a float32 run differed by at most 3.9e-4 (relative), and seed 1 instead of 0 by 6.9e-2. The
+    tolerance is ten times the float32 difference, so it admits any CPU's rounding and rejects a change of seed,
+    data order or initial weights (the second half of the test)."""
+    logged = torch.tensor(pretrained.manifest("fashion_mnist")["loss_log"]["first"][:8]).float()
     run = train_fashion_model(steps=8, progress=False).result.loss_history
-    torch.testing.assert_close(run, logged.float(), rtol=2e-2, atol=0)
+    torch.testing.assert_close(run, logged, rtol=4e-3, atol=0)
     other = train_fashion_model(dict(FASHION_CONFIG, seed=1), steps=8, progress=False).result.loss_history
-    assert (other - logged).abs().max() > 5 * 2e-2 * logged.abs().max()
+    assert ((other - logged) / logged).abs().max() > 10 * 4e-3

@@ -24,22 +24,3 @@ from .toy import (
     make_swiss_roll,
     toy_sampler,
 )
-
-__all__ = [
-    "GaussianMixture",
-    "make_gaussian_mixture",
-    "GAUSSIAN_MIXTURE_PRESETS",
-    "make_moons",
-    "make_swiss_roll",
-    "MIXTURE",
-    "TOY_DATASETS",
-    "toy_sampler",
-    "load_digits",
-    "DIGITS_LEVELS",
-    "FASHION_MNIST_DIR",
-    "FASHION_MNIST_CLASSES",
-    "read_idx",
-    "load_fashion_mnist",
-    "image_to_model_range",
-    "load_torchvision",
-]
