@@ -1,5 +1,5 @@
-"""Flow matching with the linear (rectified-flow) path, and its dictionary to the VP diffusion (chapter 11, flow
-matching).
+"""Flow matching with the linear (rectified-flow) path, and its dictionary to the VP diffusion (chapter 11,
+eqs. ``eq-flow-path`` to ``eq-flow-ode``).
 
 The path x_s = (1 - s) x_0 + s ε, s ∈ [0, 1], goes from the data (s = 0) to pure noise (s = 1) in a straight line
 per pair (x_0, ε) (Liu et al. 2023, rectified flow; Lipman et al. 2023, the optimal-transport conditional path with
@@ -7,12 +7,12 @@ per pair (x_0, ε) (Liu et al. 2023, rectified flow; Lipman et al. 2023, the opt
 (:func:`flow_matching_loss`) learns E[ε - x_0 | x_s], the velocity of an ODE that carries N(0, I) at s = 1 to the
 data at s = 0 (:func:`flow_sample`).
 
-The same picture as the VP diffusion (chapter 11 checks every conversion in SymPy; the tests check them
-numerically): from û at (x_s, s), x̂_0 = x_s - s û and ε̂ = x_s + (1 - s) û (:func:`flow_predictions`). With
-a = √ᾱ and b = √(1-ᾱ), x_t = a x_0 + b ε is the point x_s = x_t/(a + b) of the linear path at s = b/(a + b)
-(:func:`flow_from_vp`, :func:`vp_from_flow`), i.e. σ = s/(1-s) in the variables of :mod:`ddpm_lib.ode`; and the
-velocity is u = (a + b) v + (b - a) x_t for chapter 04's v = a ε - b x_0 (:func:`velocity_from_v`,
-:func:`v_from_velocity`).
+The same picture as the VP diffusion (chapter 11, eqs. ``eq-flow-conversions`` and ``eq-flow-vp-map``, checks every
+conversion in SymPy; the tests check them numerically): from û at (x_s, s), x̂_0 = x_s - s û and
+ε̂ = x_s + (1 - s) û (:func:`flow_predictions`). With a = √ᾱ and b = √(1-ᾱ), x_t = a x_0 + b ε is the point
+x_s = x_t/(a + b) of the linear path at s = b/(a + b) (:func:`flow_from_vp`, :func:`vp_from_flow`), i.e.
+σ = s/(1-s) in the variables of :mod:`ddpm_lib.ode`; and the velocity is u = (a + b) v + (b - a) x_t for chapter 04's
+v = a ε - b x_0 (:func:`velocity_from_v`, :func:`v_from_velocity`).
 
 How s reaches the book's networks: as the float timestep t = s · ``time_scale`` with ``time_scale = 999`` by
 default, so s ∈ [0, 1] covers the same range 0..T-1 of the sinusoidal embedding as the diffusion models'
@@ -66,7 +66,7 @@ def _check_x(x, name: str) -> None:
 
 
 def flow_interpolate(x_start: torch.Tensor, s, noise: torch.Tensor) -> torch.Tensor:
-    """x_s = (1 - s) x_0 + s ε (Liu et al. 2023; chapter 11, the linear path). ``s`` is a number in
+    """x_s = (1 - s) x_0 + s ε (Liu et al. 2023; chapter 11, eq. ``eq-flow-path``). ``s`` is a number in
     [0, 1] or a tensor of shape (B,)."""
     _check_x(x_start, "x_start")
     check_same_shape(noise, x_start, "noise", "x_start")
@@ -75,15 +75,15 @@ def flow_interpolate(x_start: torch.Tensor, s, noise: torch.Tensor) -> torch.Ten
 
 
 def flow_velocity_target(x_start: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """u = dx_s/ds = ε - x_0, the regression target of flow matching (chapter 11, the velocity target)."""
+    """u = dx_s/ds = ε - x_0, the regression target of flow matching (chapter 11, eq. ``eq-flow-velocity``)."""
     _check_x(x_start, "x_start")
     check_same_shape(noise, x_start, "noise", "x_start")
     return noise - x_start
 
 
 def flow_predictions(x_s: torch.Tensor, s, velocity: torch.Tensor):
-    """(ε̂, x̂_0) from a velocity û at (x_s, s): x̂_0 = x_s - s û, ε̂ = x_s + (1 - s) û (chapter 11, the flow
-    conversions) — the flow-matching twin of :func:`ddpm_lib.diffusion.model_predictions`."""
+    """(ε̂, x̂_0) from a velocity û at (x_s, s): x̂_0 = x_s - s û, ε̂ = x_s + (1 - s) û (chapter 11,
+    eq. ``eq-flow-conversions``) — the flow-matching twin of :func:`ddpm_lib.diffusion.model_predictions`."""
     _check_x(x_s, "x_s")
     check_same_shape(velocity, x_s, "velocity", "x_s")
     s = _s_column(s, x_s)
@@ -102,7 +102,7 @@ def _ab(alpha_bar, x: torch.Tensor):
 
 def flow_from_vp(x_t: torch.Tensor, alpha_bar):
     """(x_s, s) with x_s = x_t/(a + b), s = b/(a + b), a = √ᾱ, b = √(1-ᾱ): the point of the linear path that holds
-    the same x_0 and ε as x_t = a x_0 + b ε (chapter 11, the VP path as a linear path). ``alpha_bar`` is a number
+    the same x_0 and ε as x_t = a x_0 + b ε (chapter 11, eq. ``eq-flow-vp-map``). ``alpha_bar`` is a number
     in (0, 1] or a tensor of shape (B,); ``s`` is returned in the same form."""
     _check_x(x_t, "x_t")
     a, b = _ab(alpha_bar, x_t)
@@ -114,7 +114,7 @@ def flow_from_vp(x_t: torch.Tensor, alpha_bar):
 
 def vp_from_flow(x_s: torch.Tensor, s):
     """(x_t, ᾱ): the inverse of :func:`flow_from_vp` for s < 1: ᾱ = (1-s)²/((1-s)² + s²),
-    x_t = x_s (√ᾱ + √(1-ᾱ)) (chapter 11, the VP path as a linear path)."""
+    x_t = x_s (√ᾱ + √(1-ᾱ)) (chapter 11, eq. ``eq-flow-vp-map``)."""
     _check_x(x_s, "x_s")
     s_col = _s_column(s, x_s)
     one = (s_col < 1).all() if isinstance(s_col, torch.Tensor) else s_col < 1
@@ -129,7 +129,7 @@ def vp_from_flow(x_s: torch.Tensor, s):
 
 def velocity_from_v(v: torch.Tensor, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
     """u = ε - x_0 = (a + b) v + (b - a) x_t from chapter 04's v = a ε - b x_0 at x_t = a x_0 + b ε, with a = √ᾱ,
-    b = √(1-ᾱ) (chapter 11, the flow conversions)."""
+    b = √(1-ᾱ) (chapter 11, eq. ``eq-flow-conversions``)."""
     _check_x(x_t, "x_t")
     check_same_shape(v, x_t, "v", "x_t")
     a, b = _ab(alpha_bar, x_t)
@@ -138,7 +138,7 @@ def velocity_from_v(v: torch.Tensor, x_t: torch.Tensor, alpha_bar) -> torch.Tens
 
 def v_from_velocity(velocity: torch.Tensor, x_s: torch.Tensor, s) -> torch.Tensor:
     """v = a ε̂ - b x̂_0 from û at (x_s, s), with (a, b) = ((1-s), s)/√((1-s)² + s²), the ᾱ of
-    :func:`vp_from_flow` (chapter 11, the flow conversions); inverse of :func:`velocity_from_v`."""
+    :func:`vp_from_flow` (chapter 11, eq. ``eq-flow-conversions``); inverse of :func:`velocity_from_v`."""
     pred_noise, pred_x_start = flow_predictions(x_s, s, velocity)
     s_col = _s_column(s, x_s)
     norm = ((1 - s_col) ** 2 + s_col**2) ** 0.5
@@ -155,7 +155,7 @@ def flow_matching_loss(model, x_start: torch.Tensor, s=None, noise: torch.Tensor
                        time_scale: float = FLOW_TIME_SCALE, y=None, generator: torch.Generator | None = None,
                        reduction: str = "mean") -> torch.Tensor:
     """‖û(x_s, s) - (ε - x_0)‖², averaged over the non-batch dimensions (Lipman et al. 2023's conditional
-    flow-matching loss with the linear path; Liu et al. 2023; chapter 11, the flow-matching loss).
+    flow-matching loss with the linear path; Liu et al. 2023; chapter 11, eq. ``eq-flow-loss``).
 
     ``s`` (shape (B,), or a number for the batch) ~ U(0, 1) and ``noise`` ε ~ N(0, I) are drawn with
     ``generator`` when None; the model is called as ``model(x_s, s · time_scale[, y])`` with a float t.
@@ -178,7 +178,7 @@ def flow_matching_loss(model, x_start: torch.Tensor, s=None, noise: torch.Tensor
 
 
 def flow_step(model_output: torch.Tensor, s: float, s_next: float, x_s: torch.Tensor):
-    """One Euler step of dx/ds = û from s to s_next (< s): x' = x_s + (s_next - s) û (chapter 11, the flow ODE).
+    """One Euler step of dx/ds = û from s to s_next (< s): x' = x_s + (s_next - s) û (chapter 11, eq. ``eq-flow-ode``).
     ``model_output`` is û at (x_s, s). Returns ``(x_next, x_start)`` with x̂_0 = x_s - s û."""
     _check_x(x_s, "x_s")
     check_same_shape(model_output, x_s, "model_output", "x_s")
@@ -194,7 +194,7 @@ def flow_sample(model, shape, *, steps: int = 50, solver: str = "euler", x_T: to
                 dtype=torch.float32, progress: bool = True, return_all_timesteps: bool = False,
                 check_finite: bool = True):
     """Integrate dx/ds = û(x, s) from s = 1 (x_T ~ N(0, I)) down to s = 0 on the uniform grid s_i = 1 - i/steps
-    (Liu et al. 2023; chapter 11, the flow ODE).
+    (Liu et al. 2023; chapter 11, eq. ``eq-flow-ode``).
 
     ``solver="euler"``: :func:`flow_step`, one evaluation per step. ``"heun"``: the Euler prediction, then the
     average of the velocities at both ends, two evaluations on every step (the velocity is defined at s = 0,
@@ -231,8 +231,8 @@ def flow_sample(model, shape, *, steps: int = 50, solver: str = "euler", x_T: to
 
 def exact_velocity_model(mixture, time_scale: float = FLOW_TIME_SCALE):
     """The exact velocity u*(x_s, s) = E[ε - x_0 | x_s] of data from a :class:`ddpm_lib.data.GaussianMixture`, as a
-    model ``model(x_s, t[, y])`` with t = s · ``time_scale`` (chapter 11, the flow-matching oracle): the minimiser of
-    :func:`flow_matching_loss`, the flow twin of :class:`ddpm_lib.exact.OracleDenoiser`.
+    model ``model(x_s, t[, y])`` with t = s · ``time_scale`` (chapter 11, eq. ``eq-flow-loss``): the
+    minimiser of :func:`flow_matching_loss`, the flow twin of :class:`ddpm_lib.exact.OracleDenoiser`.
 
     Through the VP dictionary of this module: x_t = x_s (a + b) at ᾱ = (1-s)²/((1-s)² + s²),
     E[x_0 | x_t] in closed form and E[ε | x_t] = -b ∇ log q_t(x_t), both well defined on all of [0, 1] (at s = 0,

@@ -1,9 +1,9 @@
 """Langevin dynamics, the score view of sampling: annealed Langevin (Song & Ermon 2019) and the predictor–corrector
-sampler (Song et al. 2021) (chapter 11, Langevin dynamics).
+sampler (Song et al. 2021) (chapter 11, eqs. ``eq-langevin-step`` to ``eq-pc-sampler``).
 
 One Langevin step towards a density p with score s = ∇ log p is
 
-    x' = x + ε s(x) + √(2ε) z,   z ~ N(0, I)                 (chapter 11, the Langevin step)
+    x' = x + ε s(x) + √(2ε) z,   z ~ N(0, I)                 (chapter 11, eq. ``eq-langevin-step``)
 
 (Song et al. 2021's convention; Song & Ermon 2019 write α/2 and √α, i.e. α = 2ε). For small ε it leaves p nearly
 invariant: for a Gaussian N(m, v) the chain's stationary law is N(m, v/(1 - ε/(2v))), an O(ε) bias that a
@@ -55,7 +55,8 @@ def _noise_like(x, variance_noise, generator):
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, step_size, *, variance_noise: torch.Tensor | None = None,
                   generator: torch.Generator | None = None, check_finite: bool = True) -> torch.Tensor:
-    """x' = x + ε score + √(2ε) z (Song et al. 2021, the corrector of Algorithms 4–5; chapter 11, the Langevin step).
+    """x' = x + ε score + √(2ε) z (Song et al. 2021, the corrector of Algorithms 4–5; chapter 11,
+    eq. ``eq-langevin-step``).
 
     ``score`` is ∇ log p at ``x``; ``step_size`` ε > 0 is a number or a tensor that broadcasts against ``x``;
     z is ``variance_noise`` or drawn with ``generator``. Returns the new sample.
@@ -75,8 +76,8 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, step_size, *, variance_n
 def snr_step_size(score: torch.Tensor, noise: torch.Tensor, snr: float, alpha: float = 1.0) -> float:
     """ε = 2 α (r ‖z‖/‖s‖)², the step at which the drift ε s has r times the norm of the noise √(2ε) z (for α = 1)
     (Song et al. 2021,
-    Algorithm 5, with α = α_i = 1 - β_i for the VP-SDE and α = 1 for the VE-SDE, Algorithm 4; chapter 11, the
-    signal-to-noise step size).
+    Algorithm 5, with α = α_i = 1 - β_i for the VP-SDE and α = 1 for the VE-SDE, Algorithm 4; chapter 11,
+    eq. ``eq-langevin-snr``).
 
     ‖z‖ and ‖s‖ are the per-example norms of the noise and the score, averaged over the batch, as in the authors'
     code (score_sde's ``LangevinCorrector``): one step for the whole batch, nearly constant once the batch is large.
@@ -100,7 +101,7 @@ def langevin_correct(x: torch.Tensor, score: torch.Tensor, *, snr: float = 0.16,
                      variance_noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                      check_finite: bool = True) -> torch.Tensor:
     """One corrector step: :func:`langevin_step` with ε = :func:`snr_step_size` (score, z, ``snr``, ``alpha``)
-    (Song et al. 2021, Algorithm 5; chapter 11, the signal-to-noise step size).
+    (Song et al. 2021, Algorithm 5; chapter 11, eq. ``eq-langevin-snr``).
 
     The same z enters the step size and the step, as in the algorithm. ``snr`` r = 0.16 by default, the value of
     the authors' sampling configurations. Returns the new sample.
@@ -126,8 +127,8 @@ def pc_sample(model, sched: NoiseSchedule, shape, *, steps: int | None = None, s
               objective: str = "pred_noise", clip_denoised: bool = False, y=None,
               generator: torch.Generator | None = None, device=None, dtype=torch.float32, progress: bool = True,
               return_all_timesteps: bool = False, check_finite: bool = True):
-    """The predictor–corrector sampler (Song et al. 2021, Algorithms 1 and 3; chapter 11, the predictor–corrector
-    sampler).
+    """The predictor–corrector sampler (Song et al. 2021, Algorithms 1 and 3; chapter 11,
+    eq. ``eq-pc-sampler``).
 
     At each timestep t of :func:`ddpm_lib.ddim.ddim_timesteps` (all T of them when ``steps`` is None), first
     ``corrector_steps`` Langevin corrector steps towards q_t (:func:`langevin_correct` with the network's score
@@ -165,7 +166,7 @@ def annealed_langevin_sample(model, sched: NoiseSchedule, shape, *, timesteps, s
                              objective: str = "pred_noise", y=None, generator: torch.Generator | None = None,
                              device=None, dtype=torch.float32, progress: bool = True,
                              return_all_timesteps: bool = False, check_finite: bool = True):
-    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; chapter 11, annealed Langevin dynamics), run in
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; chapter 11, eq. ``eq-annealed-langevin``), run in
     x̄ = x/√ᾱ where the noise levels are σ_i = σ(t_i) and p_σ = data ⊛ N(0, σ² I), as for Song & Ermon's NCSN.
 
     ``timesteps``: the levels, a strictly decreasing sequence of integer timesteps (e.g. ``ddim_timesteps(T, 10,

@@ -1,6 +1,6 @@
 """The probability-flow ODE of the VP diffusion, written through ε̂, and the exact likelihood it gives (chapter 11).
 
-Two coordinate systems (chapter 11, the probability-flow ODE):
+Two coordinate systems (chapter 11, eqs. ``eq-pf-ode`` and ``eq-pf-ode-sigma``):
 
 - (x, t): the VP-SDE dx = -½ β(t) x dt + √β(t) dW, whose Euler–Maruyama discretisation is the forward chain of
   chapter 01, has the probability-flow ODE dx/dt = -½ β(t) [x + ∇ log q_t(x)] = -½ β(t) [x - ε̂/√(1-ᾱ)]
@@ -76,7 +76,7 @@ def _sqrt(a):
 
 
 def sigma_from_alpha_bar(alpha_bar):
-    """σ = √((1-ᾱ)/ᾱ), the noise level of x̄ = x/√ᾱ = x_0 + σ ε (chapter 11, the (x̄, σ) variables).
+    """σ = √((1-ᾱ)/ᾱ), the noise level of x̄ = x/√ᾱ = x_0 + σ ε (chapter 11, eq. ``eq-xbar-sigma``).
 
     A number gives a float, a tensor a tensor; ᾱ must lie in (0, 1] (ᾱ = 1, the data, is σ = 0). σ is
     :attr:`NoiseSchedule.sqrt_recipm1_alphas_cumprod` at the schedule's timesteps, and e^{-λ} for the log-SNR λ
@@ -87,7 +87,7 @@ def sigma_from_alpha_bar(alpha_bar):
 
 
 def alpha_bar_from_sigma(sigma):
-    """ᾱ = 1/(1 + σ²), the inverse of :func:`sigma_from_alpha_bar` (chapter 11, the (x̄, σ) variables)."""
+    """ᾱ = 1/(1 + σ²), the inverse of :func:`sigma_from_alpha_bar` (chapter 11, eq. ``eq-xbar-sigma``)."""
     if isinstance(sigma, torch.Tensor):
         if not sigma.is_floating_point() or bool((sigma < 0).any()) or not bool(torch.isfinite(sigma).all()):
             raise ValueError("sigma must be a floating-point tensor of finite values >= 0")
@@ -101,7 +101,7 @@ def timestep_sigmas(sched: NoiseSchedule, timesteps) -> torch.Tensor:
 
     The networks of the book are defined only at the integer timesteps 0..T-1, so the σ grid of every sampler
     in :mod:`ddpm_lib.solvers` is ``timestep_sigmas(sched, ddim_timesteps(T, steps, spacing))`` followed by 0
-    (chapter 11, the σ grid).
+    (chapter 11, the σ grid of eq. ``eq-xbar-sigma``).
     """
     if not isinstance(sched, NoiseSchedule):
         raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
@@ -117,7 +117,7 @@ def timestep_sigmas(sched: NoiseSchedule, timesteps) -> torch.Tensor:
 
 
 def score_from_eps(eps: torch.Tensor, alpha_bar) -> torch.Tensor:
-    """∇_x log q_t(x) = -ε̂/√(1-ᾱ) (chapter 04's Tweedie section; chapter 11, the score through ε̂).
+    """∇_x log q_t(x) = -ε̂/√(1-ᾱ) (chapter 04's Tweedie section; chapter 11, eq. ``eq-score-eps``).
 
     ``alpha_bar`` is a number in (0, 1) or a tensor that broadcasts against ``eps``.
     """
@@ -126,14 +126,14 @@ def score_from_eps(eps: torch.Tensor, alpha_bar) -> torch.Tensor:
 
 
 def eps_from_score(score: torch.Tensor, alpha_bar) -> torch.Tensor:
-    """ε̂ = -√(1-ᾱ) ∇_x log q_t(x), the inverse of :func:`score_from_eps` (chapter 11, the score through ε̂)."""
+    """ε̂ = -√(1-ᾱ) ∇_x log q_t(x), the inverse of :func:`score_from_eps` (chapter 11, eq. ``eq-score-eps``)."""
     alpha_bar = _check_alpha_bar(alpha_bar)
     return -_sqrt(1 - alpha_bar) * score
 
 
 def pf_ode_drift(x: torch.Tensor, eps: torch.Tensor, beta, alpha_bar) -> torch.Tensor:
     """dx/dt = -½ β(t) [x - ε̂/√(1-ᾱ(t))], the probability-flow ODE of the VP-SDE in (x, t) (Song et al. 2021,
-    eq. 13 with f = -½ β x, g² = β and the score of :func:`score_from_eps`; chapter 11, the probability-flow ODE).
+    eq. 13 with f = -½ β x, g² = β and the score of :func:`score_from_eps`; chapter 11, eq. ``eq-pf-ode``).
 
     ``beta`` is the continuous-time rate β(t) = -d log ᾱ/dt at the point (for the discrete schedule,
     β(t) ≈ T β_t when t runs over [0, 1]); ``alpha_bar`` is ᾱ(t) in (0, 1). Numbers or broadcasting tensors.
@@ -160,8 +160,8 @@ def _check_eps_fn(eps_fn) -> None:
 
 
 def mixture_eps_fn(mixture: GaussianMixture) -> Callable:
-    """The exact drift ε*(x̄, σ) of data from ``mixture``, at any σ ≥ 0 (chapter 11, the probability-flow ODE in
-    (x̄, σ)).
+    """The exact drift ε*(x̄, σ) of data from ``mixture``, at any σ ≥ 0 (chapter 11,
+    eq. ``eq-pf-ode-sigma``).
 
     ε* = -√(1-ᾱ) ∇ log q_t(x) at x = x̄ √ᾱ, ᾱ = 1/(1+σ²), with the closed-form score
     (:meth:`ddpm_lib.data.GaussianMixture.score`); differentiable (autograd gives its divergence) and equal to 0
@@ -191,8 +191,8 @@ def _timestep_of_sigma(sched: NoiseSchedule, sigma: float) -> int:
 
 
 def model_eps_fn(model, sched: NoiseSchedule, *, objective: str = "pred_noise", y=None) -> Callable:
-    """A network as the drift ``eps_fn(x_bar, sigma)`` of the ODE in (x̄, σ) (chapter 11, the probability-flow ODE
-    in (x̄, σ)).
+    """A network as the drift ``eps_fn(x_bar, sigma)`` of the ODE in (x̄, σ) (chapter 11,
+    eq. ``eq-pf-ode-sigma``).
 
     The network is defined only at the integer timesteps, so ``sigma`` must be the σ of one of them
     (:func:`timestep_sigmas`; ``ValueError`` otherwise). The model is called at x = x̄ √ᾱ_t and its output turned
@@ -215,7 +215,7 @@ def model_eps_fn(model, sched: NoiseSchedule, *, objective: str = "pred_noise", 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """σ_i = (σ_max^{1/ρ} + i/(n-1) (σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ, i = 0..n-1, descending, float64 (Karras et al.
-    2022, eq. 5; chapter 11, the Karras σ grid).
+    2022, eq. 5; chapter 11, eq. ``eq-karras-sigmas``).
 
     ρ = 7 crowds the steps near σ_min, where the data's fine structure is; ρ = 1 is uniform in σ. Append 0 for a
     sampler that ends at the data; flip for a likelihood integration from the data up.
@@ -232,8 +232,8 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 
 
 def divergence(fn: Callable, x: torch.Tensor, probes: torch.Tensor | None = None):
-    """``(f, div)``: f = fn(x) and the divergence ∇·f of a per-example map (chapter 11, the divergence and
-    Hutchinson's estimator).
+    """``(f, div)``: f = fn(x) and the divergence ∇·f of a per-example map (chapter 11, the divergence
+    and Hutchinson's estimator, eq. ``eq-hutchinson``).
 
     With ``probes=None`` the exact trace Σ_i ∂f_i/∂x_i, one backward pass per dimension of an example (fine for
     2-D data); ``div`` has shape (B,). With ``probes`` of shape (P, *x.shape) (e.g. Rademacher ±1), Hutchinson's
@@ -303,7 +303,7 @@ def _check_ascending_sigmas(sigmas) -> list:
 
 def _log_sigma_slope(drift, x: torch.Tensor, sigma: float):
     """The ODE in x = x̄/√(1+σ²) against u = log σ, and the integrand of the log-density: with ᾱ = 1/(1+σ²),
-    dx/du = √(1-ᾱ) ε̂ - (1-ᾱ) x and d/du ∫ ∇·ε̂ dσ = σ ∇_x̄·ε̂ (chapter 11, the exact likelihood through the ODE)."""
+    dx/du = √(1-ᾱ) ε̂ - (1-ᾱ) x and d/du ∫ ∇·ε̂ dσ = σ ∇_x̄·ε̂ (chapter 11, eq. ``eq-ode-likelihood``)."""
     alpha_bar = 1.0 / (1.0 + sigma**2)
     eps, div = drift(x / math.sqrt(alpha_bar), sigma)
     return math.sqrt(1 - alpha_bar) * eps - (1 - alpha_bar) * x, sigma * div
@@ -314,7 +314,7 @@ def ode_log_likelihood(eps_fn: Callable, x: torch.Tensor, sigmas, *, divergence_
                        prior_log_prob: Callable | None = None, progress: bool = True,
                        check_finite: bool = True) -> ODELogLikelihood:
     """log p(x) through the probability-flow ODE, by the instantaneous change of variables (Chen et al. 2018;
-    Song et al. 2021, appendix D.2; chapter 11, the exact likelihood through the ODE).
+    Song et al. 2021, appendix D.2; chapter 11, eq. ``eq-ode-likelihood``).
 
     Along dx̄/dσ = ε̂(x̄, σ) the log-density of x̄ obeys d log p_σ(x̄(σ))/dσ = -∇·ε̂(x̄(σ), σ), so
 
@@ -401,7 +401,7 @@ def ode_log_likelihood(eps_fn: Callable, x: torch.Tensor, sigmas, *, divergence_
 
 def dequantize(x: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform dequantisation: each value is moved to its grey level (:func:`ddpm_lib.postprocess.to_levels`),
-    then spread uniformly over that level's bin of width Δ = 2/(levels-1) (chapter 11, the dequantisation bound).
+    then spread uniformly over that level's bin of width Δ = 2/(levels-1) (chapter 11, eq. ``eq-dequantization-bound``).
 
     Level k sits at -1 + kΔ and owns [-1 + kΔ - Δ/2, -1 + kΔ + Δ/2] (the edge bins reach Δ/2 beyond [-1, 1]).
     Returns a tensor of ``x``'s dtype; the noise u ~ U(-Δ/2, Δ/2) is drawn with ``generator``.
@@ -417,8 +417,8 @@ def dequantize(x: torch.Tensor, levels: int, generator: torch.Generator | None =
 
 
 def dequantized_bits_per_dim(log_prob, levels: int, num_dims: int):
-    """An upper bound on -log₂ P(k)/d for discrete data, from the density at a dequantised point (chapter 11, the
-    dequantisation bound).
+    """An upper bound on -log₂ P(k)/d for discrete data, from the density at a dequantised point (chapter 11,
+    eq. ``eq-dequantization-bound``).
 
     With P(k) = ∫_bin p(x) dx = Δ^d E_u[p(k + u)], Jensen's inequality gives
     -log P(k) ≤ E_u[-log p(x_k + u)] - d log Δ, u uniform over the bin of width Δ = 2/(levels-1)

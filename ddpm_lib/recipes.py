@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from ._checks import OBJECTIVES, VARIANCES, check_choice, check_int, check_probability, check_seed
-from .data import MIXTURE, TOY_DATASETS, load_digits, toy_sampler
+from .data import DIGITS_LEVELS, MIXTURE, TOY_DATASETS, load_digits, toy_sampler
 from .models import MLPDenoiser, UNet
 from .samplers import p_sample_loop
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, rescale_zero_terminal_snr
 from .train import TrainResult, train
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "DIGITS_ARCHS",
     "TrainedDiffusion",
     "make_schedule",
+    "SCHEDULE_KINDS",
+    "ZERO_SNR_ALPHAS_CUMPROD",
     "train_toy_model",
     "train_mixture_model",
     "train_digits_model",
@@ -100,17 +102,21 @@ class TrainedDiffusion:
         return self.result.seconds
 
     def sample(self, n: int, *, seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-               variance: str = "fixed_small", clip_denoised: Optional[bool] = None, y=None, use_ema: bool = True,
+               variance: Optional[str] = None, clip_denoised: Optional[bool] = None, y=None, use_ema: bool = True,
                x_T: Optional[torch.Tensor] = None, return_all_timesteps: bool = False, progress: bool = True):
         """``n`` samples with Algorithm 4 (:func:`~ddpm_lib.samplers.p_sample_loop`, all T steps).
 
         Randomness comes from ``generator`` or, if None, from a fresh generator seeded with ``seed``
-        (default 0). ``clip_denoised`` defaults to :attr:`clip_denoised`; ``use_ema=False`` samples from the
+        (default 0). ``variance`` defaults to ``"learned_range"`` for a network that learns its variance
+        (``config["learned_variance"]``), else ``"fixed_small"`` (σ_t² = β̃_t). ``clip_denoised`` defaults to
+        :attr:`clip_denoised`; ``use_ema=False`` samples from the
         raw weights; ``y`` (labels) is passed to a class-conditional model; ``x_T`` is the starting noise (drawn
         with the generator if None). With ``return_all_timesteps`` the pair ``(xs, x_starts)`` of
         :func:`~ddpm_lib.samplers.p_sample_loop` is returned.
         """
         check_int("n", n)
+        if variance is None:
+            variance = "learned_range" if self.config.get("learned_variance") else "fixed_small"
         check_choice("variance", variance, VARIANCES)
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else check_seed(seed))
@@ -132,16 +138,28 @@ def _finish(result: TrainResult, **kwargs) -> TrainedDiffusion:
 # 2-D toy data
 
 
+SCHEDULE_KINDS = ("linear", "cosine", "linear_zero_snr")
+
+ZERO_SNR_ALPHAS_CUMPROD = 2.0 ** -24
+"""ᾱ_T of ``make_schedule(kind="linear_zero_snr")``: zero terminal SNR as close as float32 sampling allows (diffusers'
+Euler scheduler uses the same value); the exact ᾱ_T = 0 of Lin et al. makes β_T = 1, outside a NoiseSchedule."""
+
+
 def make_schedule(T: int = 1000, kind: str = "linear") -> NoiseSchedule:
     """The schedule of the recipes: Ho et al.'s linear β from 1e-4 to 0.02 at T = 1000, with both ends
-    scaled by 1000/T for other T so that ᾱ_T stays about the same (``kind="linear"``), or the cosine
-    schedule (``kind="cosine"``)."""
+    scaled by 1000/T for other T so that ᾱ_T stays about the same (``kind="linear"``), the cosine
+    schedule (``kind="cosine"``), or the linear one rescaled to (almost) zero terminal SNR, ᾱ_T =
+    :data:`ZERO_SNR_ALPHAS_CUMPROD` (``kind="linear_zero_snr"``, :func:`~ddpm_lib.schedules.rescale_zero_terminal_snr`,
+    Lin et al. 2024; chapter 08: train it with ``objective="pred_v"`` and sample with trailing spacing)."""
     check_int("T", T, 2)
-    check_choice("kind", kind, ("linear", "cosine"))
+    check_choice("kind", kind, SCHEDULE_KINDS)
     if kind == "cosine":
         return NoiseSchedule.cosine(T)
     scale = 1000.0 / T
-    return NoiseSchedule.linear(T, min(1e-4 * scale, 0.5), min(0.02 * scale, 0.5))
+    sched = NoiseSchedule.linear(T, min(1e-4 * scale, 0.5), min(0.02 * scale, 0.5))
+    if kind == "linear_zero_snr":
+        sched = NoiseSchedule(rescale_zero_terminal_snr(sched.betas, ZERO_SNR_ALPHAS_CUMPROD))
+    return sched
 
 
 def train_toy_model(dataset: str = MIXTURE, *, seed: int = 0, steps: int = MIXTURE_STEPS, objective: str = "pred_noise",
@@ -188,17 +206,22 @@ def train_mixture_model(*, seed: int = 0, steps: int = MIXTURE_STEPS, objective:
 # digits
 
 
-def _digits_network(arch: str, width: int, num_classes: Optional[int]) -> nn.Module:
+def _digits_network(arch: str, width: int, num_classes: Optional[int], channel_mults=(1, 2), num_res_blocks: int = 1,
+                    learned_variance: bool = False) -> nn.Module:
     if arch == "mlp":
-        return MLPDenoiser(64, hidden_dim=width, num_layers=4, num_classes=num_classes)
-    return UNet(in_channels=1, base_channels=width, channel_mults=(1, 2), num_classes=num_classes)
+        return MLPDenoiser(64, hidden_dim=width, num_layers=4, num_classes=num_classes,
+                           learned_variance=learned_variance)
+    return UNet(in_channels=1, base_channels=width, channel_mults=channel_mults, num_res_blocks=num_res_blocks,
+                num_classes=num_classes, learned_variance=learned_variance)
 
 
 def train_digits_model(*, seed: int = 0, steps: int = DIGITS_STEPS, objective: str = "pred_noise",
                        arch: str = "unet", width: Optional[int] = None, T: int = DIGITS_T, schedule: str = "linear",
                        num_classes: Optional[int] = None, p_uncond: float = 0.0, batch_size: int = 128,
-                       lr: float = 2e-3, ema_decay: Optional[float] = 0.999,
-                       progress: bool = True) -> TrainedDiffusion:
+                       lr: float = 2e-3, lr_schedule: str = "constant", warmup_steps: int = 0,
+                       ema_decay: Optional[float] = 0.999, channel_mults=(1, 2), num_res_blocks: int = 1,
+                       loss_weighting: Optional[str] = None, learned_variance: bool = False, vlb_weight: float = 1e-3,
+                       callback=None, callback_every: int = 0, progress: bool = True) -> TrainedDiffusion:
     """Train a denoiser of the 8×8 digits (train split of :func:`ddpm_lib.data.load_digits`) with Algorithm 3.
 
     ``arch="unet"`` (default): a :class:`~ddpm_lib.models.UNet` with ``width`` (default 32) base channels, levels
@@ -226,14 +249,20 @@ def train_digits_model(*, seed: int = 0, steps: int = DIGITS_STEPS, objective: s
     check_int("width", width, 2)
     sched = make_schedule(T, schedule)
     data, labels = load_digits("train")
+    channel_mults = tuple(channel_mults)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _digits_network(arch, width, num_classes)
-    result = train(model, sched, data, steps=steps, batch_size=batch_size, lr=lr, objective=objective,
+        model = _digits_network(arch, width, num_classes, channel_mults, num_res_blocks, learned_variance)
+    result = train(model, sched, data, steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                   warmup_steps=warmup_steps, objective=objective, loss_weighting=loss_weighting,
+                   learned_variance=learned_variance, vlb_weight=vlb_weight, num_bins=DIGITS_LEVELS,
                    ema_decay=ema_decay, labels=labels if num_classes else None, p_uncond=p_uncond, seed=seed,
-                   progress=progress)
+                   progress=progress, callback=callback, callback_every=callback_every)
     config = dict(seed=seed, steps=steps, objective=objective, arch=arch, width=width, T=T, schedule=schedule,
-                  num_classes=num_classes, p_uncond=p_uncond, batch_size=batch_size, lr=lr, ema_decay=ema_decay)
+                  num_classes=num_classes, p_uncond=p_uncond, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                  warmup_steps=warmup_steps, ema_decay=ema_decay, channel_mults=channel_mults,
+                  num_res_blocks=num_res_blocks, loss_weighting=loss_weighting, learned_variance=learned_variance,
+                  vlb_weight=vlb_weight)
     return _finish(result, sched=sched, objective=objective, clip_denoised=True, data=data, name="digits",
                    labels=labels if num_classes else None, num_classes=num_classes, config=config)
 
@@ -252,7 +281,7 @@ chosen and what it reaches)."""
 
 
 def train_fashion_model(config: Optional[dict] = None, *, steps: Optional[int] = None, callback=None,
-                        callback_every: int = 0, progress: bool = True) -> TrainedDiffusion:
+                        callback_every: int = 0, device="cpu", progress: bool = True) -> TrainedDiffusion:
     """Train the class-conditional Fashion-MNIST UNet of chapter 10 with Algorithm 3 and label dropout.
 
     ``config`` defaults to :data:`FASHION_CONFIG`: a :class:`~ddpm_lib.models.UNet` (levels 28, 14, 7) with a
@@ -261,8 +290,9 @@ def train_fashion_model(config: Optional[dict] = None, *, steps: Optional[int] =
     an EMA, and the forward pass in bfloat16 (``mixed_precision``). ``steps`` overrides ``config["steps"]`` (the
     learning-rate schedule still spans ``config["steps"]``, so the first steps of a short run are those of the full
     run). ``callback(step, model, ema)`` is called every ``callback_every`` steps. The whole recipe takes about an
-    hour of the two CPU cores (``benchmarks/train_fashion_mnist.py``); in a chapter, load its result with
-    :func:`ddpm_lib.pretrained.load` instead.
+    hour of the two CPU cores (``benchmarks/train_fashion_mnist.py``), minutes on a GPU (``device="cuda"``; there,
+    pass ``dict(FASHION_CONFIG, mixed_precision=False)`` unless the GPU computes bfloat16 natively); in a chapter,
+    load its result with :func:`ddpm_lib.pretrained.load` instead.
     """
     from .data import load_fashion_mnist
     from .pretrained import build_unet, make_pretrained_schedule
@@ -280,6 +310,6 @@ def train_fashion_model(config: Optional[dict] = None, *, steps: Optional[int] =
                    lr_schedule=config["lr_schedule"], lr_schedule_steps=total, warmup_steps=config["warmup_steps"],
                    objective=config["objective"], ema_decay=config["ema_decay"], grad_clip=config["grad_clip"],
                    labels=labels, p_uncond=config["p_uncond"], mixed_precision=config["mixed_precision"], seed=seed,
-                   progress=progress, callback=callback, callback_every=callback_every)
+                   progress=progress, callback=callback, callback_every=callback_every, device=device)
     return _finish(result, sched=sched, objective=config["objective"], clip_denoised=True, data=data,
                    name="fashion_mnist", labels=labels, num_classes=config["num_classes"], config=config)

@@ -21,6 +21,9 @@ __all__ = [
     "sigmoid_beta_schedule",
     "NoiseSchedule",
     "extract",
+    "rescale_zero_terminal_snr",
+    "respace",
+    "RespacedModel",
 ]
 
 
@@ -135,3 +138,65 @@ def extract(a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``a[t]`` reshaped to (B, 1, ..., 1) so it broadcasts against ``x``, in ``x``'s dtype and device."""
     out = a.to(x.device)[t.to(x.device)]
     return out.to(x.dtype).reshape(t.shape[0], *((1,) * (x.ndim - 1)))
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor, terminal_alphas_cumprod: float = 0.0) -> torch.Tensor:
+    """Betas whose ᾱ_T is zero: the schedule reaches pure noise (Lin et al. 2024, "Common diffusion noise schedules
+    and sample steps are flawed", Algorithm 1; chapter 08, the runaway samples of η = 0).
+
+    √ᾱ_t is shifted so that its last value is 0 and scaled so that its first value is unchanged, and the betas are
+    recomputed from it. With the default ``terminal_alphas_cumprod=0`` this is diffusers'
+    ``rescale_zero_terminal_snr`` (the last β is exactly 1, which :class:`NoiseSchedule` rejects: ε-prediction is
+    undefined there, x̂_0 = (x_T - ε̂)/√ᾱ_T divides by zero, hence v-prediction). A positive
+    ``terminal_alphas_cumprod`` c shifts √ᾱ_t to end at √c instead of 0 (√ᾱ_t ← √c + (√ᾱ_t - √ᾱ_T)(√ᾱ_1 - √c)/(√ᾱ_1 -
+    √ᾱ_T), monotone, first value unchanged), so that the schedule is a valid :class:`NoiseSchedule`; pair it with ``objective="pred_v"``, whose x̂_0 = √ᾱ x_t -
+    √(1-ᾱ) v̂ stays bounded where ᾱ → 0. Returns float64 betas of the same length.
+    """
+    betas = torch.as_tensor(betas, dtype=torch.float64)
+    if betas.ndim != 1 or betas.numel() < 2:
+        raise ValueError(f"betas must be a 1-D tensor with at least 2 entries, got shape {tuple(betas.shape)}")
+    if not (0.0 <= terminal_alphas_cumprod < 1.0):
+        raise ValueError(f"terminal_alphas_cumprod must lie in [0, 1), got {terminal_alphas_cumprod!r}")
+    sqrt_ac = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_ac[0].clone(), sqrt_ac[-1].clone()
+    target = math.sqrt(terminal_alphas_cumprod)
+    if not target < last:
+        raise ValueError(f"terminal_alphas_cumprod must be below the schedule's own ᾱ_T = {last.item() ** 2:.3g}")
+    sqrt_ac = (sqrt_ac - last) * (first - target) / (first - last) + target
+    alphas_cumprod = sqrt_ac ** 2
+    alphas = torch.cat([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1.0 - alphas
+
+
+def respace(sched: "NoiseSchedule", timesteps) -> tuple:
+    """A shorter schedule that visits only the code indices ``timesteps`` of ``sched`` (Nichol & Dhariwal 2021, §4;
+    improved-diffusion's ``SpacedDiffusion``; chapter 07): its ᾱ'_k are ᾱ at the kept steps, in increasing order, and
+    β'_k = 1 - ᾱ'_k/ᾱ'_{k-1}. Ancestral sampling with the new schedule (and σ'² of its own β' or β̃', or a learned
+    interpolation between them) takes len(timesteps) steps with a network trained on ``sched``, called at the
+    original timesteps through :class:`RespacedModel`. Returns ``(NoiseSchedule, timestep_map)``, the map a long
+    tensor of the kept indices in increasing order.
+    """
+    if not isinstance(sched, NoiseSchedule):
+        raise TypeError(f"sched must be a NoiseSchedule, got {type(sched).__name__}")
+    kept = torch.as_tensor(timesteps).flatten()
+    if kept.numel() == 0 or kept.is_floating_point() or kept.dtype == torch.bool:
+        raise ValueError("timesteps must be a non-empty sequence of integer code indices")
+    kept = torch.unique(kept.long())  # sorted, increasing
+    if kept[0] < 0 or kept[-1] >= sched.T:
+        raise ValueError(f"timesteps must lie in 0..{sched.T - 1}, got {kept[0].item()}..{kept[-1].item()}")
+    ac = sched.alphas_cumprod[kept]
+    betas = 1.0 - torch.cat([ac[:1], ac[1:] / ac[:-1]])
+    return NoiseSchedule(betas), kept
+
+
+class RespacedModel:
+    """A network trained on a long schedule, called with the indices of a schedule made by :func:`respace`:
+    ``model(x, t, y)`` becomes ``model(x, timestep_map[t], y)`` (improved-diffusion's ``_WrappedModel``; chapter 07)."""
+
+    def __init__(self, model, timestep_map: torch.Tensor):
+        self.model = model
+        self.timestep_map = torch.as_tensor(timestep_map, dtype=torch.long)
+
+    def __call__(self, x, t, y=None):
+        t = self.timestep_map.to(t.device)[t]
+        return self.model(x, t) if y is None else self.model(x, t, y)

@@ -1,11 +1,11 @@
 """ODE samplers: Euler (= DDIM η = 0), Heun (Karras et al. 2022) and DPM-Solver++(2M) (Lu et al. 2022) (chapter 11).
 
 All three integrate the probability-flow ODE in the variables x̄ = x/√ᾱ and σ = √((1-ᾱ)/ᾱ), where it reads
-dx̄/dσ = ε̂ (:mod:`ddpm_lib.ode`; chapter 11, the probability-flow ODE in (x̄, σ)), from σ(T-1) down to σ = 0:
+dx̄/dσ = ε̂ (:mod:`ddpm_lib.ode`; chapter 11, eq. ``eq-pf-ode-sigma``), from σ(T-1) down to σ = 0:
 
 - Euler: x̄' = x̄ + (σ' - σ) ε̂ (:func:`euler_step`). Written back in x it is DDIM's η = 0 update
-  √ᾱ' x̂_0 + √(1-ᾱ') ε̂, so ``ddim_sample(eta=0, clip_denoised=False)`` is the Euler sampler (chapter 11 checks
-  the identity in SymPy). First order: error ∝ 1/steps.
+  √ᾱ' x̂_0 + √(1-ᾱ') ε̂, so ``ddim_sample(eta=0, clip_denoised=False)`` is the Euler sampler (chapter 11,
+  eq. ``eq-ddim-euler``, checks the identity in SymPy). First order: error ∝ 1/steps.
 - Heun (Karras et al. 2022, Algorithm 1, deterministic, no churn): an Euler predictor, then the average of the
   slopes at both ends (:func:`heun_step`); the last step, to σ = 0, stays Euler, as in Algorithm 1. Second order,
   2 network evaluations per step except the last: NFE = 2·steps - 1 (:func:`solver_nfe`). Equal to diffusers'
@@ -93,7 +93,7 @@ def _slope(sched: NoiseSchedule, model_output, t: int, x_t, objective: str, clip
 def euler_step(sched: NoiseSchedule, model_output: torch.Tensor, t, t_prev, x_t: torch.Tensor, *,
                objective: str = "pred_noise", clip_denoised: bool = False, check_finite: bool = True):
     """One Euler step of dx̄/dσ = ε̂ from code index ``t`` to ``t_prev`` (t_prev = -1: σ = 0, the data) (chapter 11,
-    DDIM as Euler's method).
+    eq. ``eq-ddim-euler``).
 
     x̄ = x_t/√ᾱ_t, x̄' = x̄ + (σ_prev - σ_t) ε̂, x_prev = √ᾱ_prev x̄'. The same map as
     :func:`ddpm_lib.ddim.ddim_step` with η = 0 (equal up to rounding), written as the ODE step. ε̂ and x̂_0 come from
@@ -112,7 +112,7 @@ def euler_step(sched: NoiseSchedule, model_output: torch.Tensor, t, t_prev, x_t:
 def heun_step(sched: NoiseSchedule, model, t, t_prev, x_t: torch.Tensor, *, y=None, objective: str = "pred_noise",
               clip_denoised: bool = False, check_finite: bool = True):
     """One step of Heun's method for dx̄/dσ = ε̂ from ``t`` to ``t_prev`` (Karras et al. 2022, Algorithm 1 without
-    churn; chapter 11, Heun's method).
+    churn; chapter 11, eq. ``eq-heun-step``).
 
     A second-order step needs the network at both ends, so unlike :func:`ddim_step` this takes the ``model`` (a
     callable ``model(x_t, t[, y])``) and calls it itself: at (x_t, t), then at the Euler prediction
@@ -140,7 +140,8 @@ def heun_step(sched: NoiseSchedule, model, t, t_prev, x_t: torch.Tensor, *, y=No
 def dpm_solver_step(sched: NoiseSchedule, model_output: torch.Tensor, t, t_prev, x_t: torch.Tensor, *,
                     prev_x_start: torch.Tensor | None = None, t_last=None, order: int = 2,
                     objective: str = "pred_noise", clip_denoised: bool = False, check_finite: bool = True):
-    """One DPM-Solver++ step from ``t`` to ``t_prev`` (Lu et al. 2022, Algorithm 2; chapter 11, DPM-Solver++(2M)).
+    """One DPM-Solver++ step from ``t`` to ``t_prev`` (Lu et al. 2022, Algorithm 2; chapter 11,
+    eq. ``eq-dpm-solver-2m``).
 
     In x̄ = x/√ᾱ and σ = e^{-λ}: x̄' = (σ_prev/σ_t) x̄ + (1 - σ_prev/σ_t) D, x_prev = √ᾱ_prev x̄'.
 
@@ -192,7 +193,7 @@ def heun_sample(model, sched: NoiseSchedule, shape, *, steps: int = 20, spacing:
                 generator: torch.Generator | None = None, device=None, dtype=torch.float32, progress: bool = True,
                 return_all_timesteps: bool = False, check_finite: bool = True):
     """Heun's method (Karras et al. 2022, Algorithm 1, deterministic) on the timesteps of
-    :func:`ddpm_lib.ddim.ddim_timesteps` and then σ = 0 (chapter 11, Heun's method).
+    :func:`ddpm_lib.ddim.ddim_timesteps` and then σ = 0 (chapter 11, eq. ``eq-heun-step``).
 
     Each step is :func:`heun_step`; the last one (to σ = 0) is Euler. NFE = 2·steps - 1 (:func:`solver_nfe`): the
     default 20 steps cost 39 evaluations. Starts from ``x_T`` (drawn with ``generator`` if None) at t = T-1 with
@@ -218,7 +219,7 @@ def dpm_solver_sample(model, sched: NoiseSchedule, shape, *, steps: int = 20, or
                       dtype=torch.float32, progress: bool = True, return_all_timesteps: bool = False,
                       check_finite: bool = True):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) on the timesteps of :func:`ddpm_lib.ddim.ddim_timesteps` and
-    then σ = 0 (chapter 11, DPM-Solver++(2M)).
+    then σ = 0 (chapter 11, eq. ``eq-dpm-solver-2m``).
 
     Each step is :func:`dpm_solver_step`, fed the previous step's x̂_0 and t (held by this loop, nowhere else): the
     first step is first order (nothing before it), the middle ones second order, the last (to σ = 0) first order.
@@ -259,8 +260,8 @@ def _check_descending_sigmas(sigmas) -> list:
 @torch.no_grad()
 def solve_pf_ode(eps_fn: Callable, x_bar: torch.Tensor, sigmas: Sequence[float], *, solver: str = "heun",
                  progress: bool = False, return_all_timesteps: bool = False, check_finite: bool = True):
-    """Integrate dx̄/dσ = ε̂(x̄, σ) over any decreasing σ grid with the updates of this module (chapter 11, the
-    measured orders of convergence).
+    """Integrate dx̄/dσ = ε̂(x̄, σ) over any decreasing σ grid with the updates of this module (chapter 11,
+    eq. ``eq-pf-ode-sigma``, and the measured orders of convergence).
 
     ``eps_fn(x_bar, sigma)`` must be defined at every σ of the grid (an exact denoiser such as
     :func:`ddpm_lib.ode.mixture_eps_fn`; for a network, which is defined only at its integer timesteps, use
