@@ -1,4 +1,5 @@
-"""What the benchmarks share: the repository on ``sys.path``, where the tables go, a clock, and the table writer.
+"""What the benchmarks share: the repository on ``sys.path``, where the tables go, a clock, mean ± std, a JSON cache
+and the table writer.
 
 Each benchmark runs as a script (``python benchmarks/NAME.py``), so this module is imported as ``_common`` from the
 script's own folder; importing it puts the repository root first on ``sys.path``, so that ``ddpm_lib`` is the working
@@ -7,6 +8,8 @@ tree's.
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -44,3 +47,27 @@ def publish(out_dir: Path | None, name: str, markdown: str, header, rows) -> Non
     print(markdown)
     if out_dir is not None:
         write_results(out_dir, name, markdown, header, rows)
+
+
+def mean_std(values) -> tuple:
+    """Mean and sample standard deviation (0 for a single value) of a sequence of numbers."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
+
+
+def pm(values, digits: int) -> str:
+    """``"mean ± std"`` of ``values`` with ``digits`` decimals (the mean alone for a single value)."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def cached(path: Path, compute):
+    """The JSON stored at ``path``, or ``compute()``'s result, stored there first (a rerun measures only what is
+    missing)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    res = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res))
+    return res

@@ -40,7 +40,7 @@ import time
 import numpy as np
 import torch
 
-from _common import RESULTS, publish, timed  # first: puts the repository on sys.path
+from _common import RESULTS, pm, publish, timed  # first: puts the repository on sys.path
 from ddpm_lib import ddim_sample, ddim_timesteps, vlb_bits_per_dim
 from ddpm_lib import recipes as R
 from ddpm_lib.classifiers import classifier_fid, get_digits_classifier
@@ -63,15 +63,8 @@ SOLVERS = (("DDIM η = 0 (Euler)", "ddim"), ("Heun", "heun"), ("DPM-Solver++(2M)
 # ---------------------------------------------------------------------------------------------- shared helpers
 
 
-def mean_std(values) -> tuple:
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
-def pm(values, digits=1) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 def ode_sample(model, sched, shape, solver: str, nfe: int, *, seed: int, clip: bool = False, y=None):
@@ -118,7 +111,7 @@ class MixtureMetric:
         """``SW2 / off-mode % / spread``, each mean ± std over the list of sample sets ``xs``."""
         sw = [100 * self.sw2(x, self.reference) for x in xs]
         off = [100 * off_mode_fraction(x, self.mixture) for x in xs]
-        return f"{pm(sw)} / {pm(off, 2)} / {pm([self.spread(x) for x in xs], 2)}"
+        return f"{pm(sw, 1)} / {pm(off, 2)} / {pm([self.spread(x) for x in xs], 2)}"
 
     def note(self) -> str:
         return (f"SW2 ×100 / off-mode % / within-mode spread of {self.reference.shape[0]} samples (SW2 against a fixed "
@@ -254,7 +247,7 @@ def nfe_part(quick: bool, models: Models):
                 if shape[-1] == 2:
                     cells.append(metric(xs))
                 else:
-                    cells.append(pm([classifier_fid(x.clamp(-1, 1), test_x, classifier) for x in xs]))
+                    cells.append(pm([classifier_fid(x.clamp(-1, 1), test_x, classifier) for x in xs], 1))
             rows.append([case, name] + cells + [" / ".join(f"{s:.1f}" for s in secs)])
             print(rows[-1], flush=True)
     header = ["model", "solver"] + [f"NFE {n} (Heun {nfe_label('heun', n)})" for n in nfes] + ["CPU s per run"]

@@ -28,13 +28,10 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from _common import RESULTS, ROOT, mean_std, pm  # first: puts the repository on sys.path
 from ddpm_lib import ClassifierFreeGuidance, ddim_sample, p_sample_loop, vlb_bits_per_dim  # noqa: E402
 from ddpm_lib.classifiers import (  # noqa: E402
     class_histogram,
@@ -49,20 +46,11 @@ from ddpm_lib.metrics import FloorEstimate, memorization_fraction  # noqa: E402
 from ddpm_lib.pretrained import build_unet, load, load_fashion_classifier  # noqa: E402
 from ddpm_lib.runtime import mixed_precision  # noqa: E402
 
-RESULTS = ROOT / "book" / "results"
 CHECKPOINTS = ROOT / "benchmarks" / "out" / "fashion_mnist"
 
 
-def mean_std(values) -> tuple:
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
 
 
-def pm(values, digits=2) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
 class Data:
@@ -105,17 +93,19 @@ def sample(model, sched, n, *, sampler, steps, seed, y=None, batch=500, bf16=Tru
     return torch.cat(out).float()
 
 
-# (sampler, steps, seeds): DDIM-50 gets three seeds for its spread; DDPM's 1000 steps cost 20 DDIM-50 runs
-SAMPLERS = (("DDIM", 10, 2), ("DDIM", 20, 2), ("DDIM", 50, 3), ("DDIM", 100, 1), ("DDPM", 1000, 1))
+# (sampler, steps, seeds, samples): DDPM's 1000 steps cost 20 DDIM-50 runs, so it gets 200 samples and its own floor
+# and DDIM-50 is repeated at 200 samples to compare the two at the same size
+SAMPLERS = (("DDIM", 10, 2, 1000), ("DDIM", 20, 2, 1000), ("DDIM", 50, 2, 1000), ("DDIM", 100, 1, 1000),
+            ("DDIM", 50, 1, 200), ("DDPM", 1000, 1, 200))
 
 
 def quality_part(pre, data, quick):
     n = 40 if quick else 1000
-    samplers = (("DDIM", 10, 2), ("DDPM", 1000, 1)) if quick else SAMPLERS
+    samplers = (("DDIM", 10, 2, 40), ("DDPM", 1000, 1, 4)) if quick else SAMPLERS
     floor = data.floor(n)
     rows = []
-    for name, steps, runs in samplers:
-        n_run = 4 if quick and name == "DDPM" else n
+    for name, steps, runs, n_run in samplers:
+        run_floor = data.floor(n_run)
         fds, copies, covered, conf, secs = [], [], [], [], []
         for seed in range(runs):
             start = time.process_time()
@@ -125,18 +115,20 @@ def quality_part(pre, data, quick):
             copies.append(memorization_fraction(x, data.train_x, data.test_x[:2000])[0])
             covered.append(int((class_histogram(x, data.classifier) > 0).sum()))
             conf.append(mean_confidence(x, data.classifier))
-        ratio = [f / floor.mean for f in fds]
-        rows.append([f"{name}, S = {steps}", n_run, runs, pm(fds), f"{floor.mean:.2f} ± {floor.std:.2f}", pm(ratio),
+        ratio = [f / run_floor.mean for f in fds]
+        rows.append([f"{name}, S = {steps}", n_run, runs, pm(fds, 2), f"{run_floor.mean:.2f} ± {run_floor.std:.2f}",
+                     pm(ratio, 2),
                      f"{100 * max(copies):.1f}", min(covered), pm(conf, 3), f"{sum(secs) / len(secs):.0f}"])
         print(rows[-1], flush=True)
-    rows += precision_rows(pre, data, 40 if quick else 500)
+    rows += precision_rows(pre, data, 40 if quick else 300)
     rows += calibration_rows(data, n, floor, quick)
     header = ["sampler", "samples", "seeds", "Fréchet distance", "floor (train vs test)", "ratio",
               "copies % (max)", "classes covered (min)", "confidence", "CPU s per run"]
     md = (f"Fashion-MNIST UNet (``ddpm_lib.pretrained.load('fashion_mnist')``), unconditional through the null label, "
           f"η = 0 for DDIM, clipped x̂₀, sampled under bfloat16 autocast (the two rows below them compare float32). "
           f"Fréchet distance in the fixed classifier's features (test accuracy {data.accuracy:.3f}) to the 10 000 "
-          f"test images; floor: {n} training images against the same test images ({data.floor_repeats} draws, "
+          f"test images; floor: as many training images as samples against the same test images "
+          f"({data.floor_repeats} draws, "
           f"mean ± std). Spreads: std over the sampling seeds. Copies: samples closer to a training image than half "
           f"the median test-to-train distance.\n\n" + markdown_table(header, rows))
     return "ch10_quality", md, header, rows
@@ -180,7 +172,7 @@ def calibration_rows(data, n, floor, quick):
 
 
 def guidance_part(pre, data, quick):
-    per_class = 4 if quick else 50
+    per_class = 4 if quick else 30
     weights = (0.0, 2.0) if quick else (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
     labels = torch.arange(10).repeat_interleave(per_class)
     rows = []
@@ -232,7 +224,7 @@ def curve_part(pre, data, quick):
 
 
 def likelihood_part(pre, data, quick):
-    n = 8 if quick else 100
+    n = 8 if quick else 50
     x = data.test_x[:n]
     gen = torch.Generator().manual_seed(0)
     start = time.process_time()

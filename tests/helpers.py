@@ -5,7 +5,9 @@ and their sample variance within 5 √(2 v²/(N-1)) of v for Gaussian draws, exc
 """
 
 import math
+import re
 
+import pytest
 import torch
 
 from ddpm_lib import predict_v
@@ -42,3 +44,30 @@ def assert_gaussian_moments(samples: torch.Tensor, mean, var: float) -> None:
     assert (mean_err <= 5 * math.sqrt(var / n)).all(), (mean_err, 5 * math.sqrt(var / n))
     var_err = (samples.var(0) - var).abs()
     assert (var_err <= 5 * math.sqrt(2 * var**2 / (n - 1))).all(), (var_err, var)
+
+
+def wrong(fn, **kwargs):
+    """``fn`` with some of its keyword switches set: a reference solution turned into a plausible wrong answer."""
+    return lambda *args: fn(*args, **kwargs)
+
+
+def exercise_check_tests(accepted, rejected):
+    """The two tests every chapter's exercise checks (``ddpm_lib.exercises``) get: each check accepts its reference
+    solution(s), and rejects each plausible wrong answer with a hint that names the slip.
+
+    ``accepted``: pairs (check, reference solution); ``rejected``: triples (check, wrong answer, a phrase the
+    check's message must contain). Returns the two test functions; bind them to module-level names so that pytest
+    collects them.
+    """
+
+    @pytest.mark.parametrize("check, solution", accepted,
+                             ids=[f"{c.__name__}: {getattr(s, '__name__', 'reference')}" for c, s in accepted])
+    def test_the_reference_solution_passes(check, solution):
+        check(solution)
+
+    @pytest.mark.parametrize("check, answer, hint", rejected, ids=[f"{c.__name__}: {h}" for c, _, h in rejected])
+    def test_plausible_wrong_answers_are_rejected_with_a_hint(check, answer, hint):
+        with pytest.raises(AssertionError, match=re.escape(hint)):
+            check(answer)
+
+    return test_the_reference_solution_passes, test_plausible_wrong_answers_are_rejected_with_a_hint

@@ -8,6 +8,8 @@ from ddpm_lib import exact
 from ddpm_lib.exercises import ch01, ch02, ch03, ch04
 from ddpm_lib.likelihood import gaussian_log_density
 
+from helpers import exercise_check_tests, wrong
+
 
 def col(a, t, x):
     """a[t] as a (B, 1, ..., 1) column that broadcasts against the batch x."""
@@ -94,15 +96,6 @@ ACCEPTED = [
 ]
 
 
-@pytest.mark.parametrize("check, solution", ACCEPTED, ids=[c.__name__ for c, _ in ACCEPTED])
-def test_the_reference_solution_passes(check, solution):
-    check(solution)
-
-
-def wrong(fn, **kwargs):
-    return lambda *args: fn(*args, **kwargs)
-
-
 REJECTED = [  # (check, wrong answer, a phrase of the hint it must give)
     (ch01.check_q_sample_by_hand, wrong(q_sample_by_hand, reshape=False), "reshape"),  # source 004's line
     (ch01.check_q_sample_by_hand, wrong(q_sample_by_hand, root=False), "square roots"),
@@ -129,11 +122,8 @@ REJECTED = [  # (check, wrong answer, a phrase of the hint it must give)
 ]
 
 
-@pytest.mark.parametrize("check, answer, hint", REJECTED,
-                         ids=[f"{c.__name__}-{h.split()[0]}" for c, _, h in REJECTED])
-def test_plausible_wrong_answers_are_rejected_with_a_hint(check, answer, hint):
-    with pytest.raises(AssertionError, match=hint.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
-        check(answer)
+test_the_reference_solution_passes, test_plausible_wrong_answers_are_rejected_with_a_hint = \
+    exercise_check_tests(ACCEPTED, REJECTED)
 
 
 def test_a_non_tensor_or_wrongly_shaped_answer_is_rejected():

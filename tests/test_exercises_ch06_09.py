@@ -1,13 +1,14 @@
 """The checks of the code exercises of chapters 06 and 09 (ddpm_lib.exercises.ch06, ch09): each accepts the reference
 solution of its chapter and rejects the wrong answers a student would plausibly give, with a hint (issue 13)."""
 
-import re
 from functools import partial
 
 import pytest
 import torch
 
 from ddpm_lib.exercises import ch06, ch09
+
+from helpers import exercise_check_tests
 
 
 # --- chapter 06: written as a reader would, each slip behind a keyword --------------------------------------
@@ -89,16 +90,8 @@ CASES = {
 WRONG = [(check, answer, hint) for check, (_, answers) in CASES.items() for answer, hint in answers]
 
 
-@pytest.mark.parametrize("check", list(CASES), ids=lambda check: check.__name__)
-def test_the_reference_solution_passes(check):
-    reference, _ = CASES[check]
-    check(reference)
-
-
-@pytest.mark.parametrize("check, answer, hint", WRONG, ids=[f"{c.__name__}: {h}" for c, _, h in WRONG])
-def test_plausible_wrong_answers_are_rejected_with_a_hint(check, answer, hint):
-    with pytest.raises(AssertionError, match=re.escape(hint)):
-        check(answer)
+test_the_reference_solution_passes, test_plausible_wrong_answers_are_rejected_with_a_hint = \
+    exercise_check_tests([(check, reference) for check, (reference, _) in CASES.items()], WRONG)
 
 
 def test_an_answer_that_raises_is_reported_as_a_failed_check():

@@ -1,13 +1,14 @@
 """The checks of the code exercises of chapter 07 (ddpm_lib.exercises.ch07): each accepts the reference solution of the
 chapter and rejects the wrong answers a student would plausibly give, with a hint (issue 13)."""
 
-import re
 from functools import partial
 
 import pytest
 import torch
 
 from ddpm_lib.exercises import ch07
+
+from helpers import exercise_check_tests
 
 
 # --- written as a reader would, each slip behind a keyword ---------------------------------------------------
@@ -75,16 +76,8 @@ REFERENCES = [(check, ref) for check, (refs, _) in CASES.items() for ref in refs
 WRONG = [(check, answer, hint) for check, (_, answers) in CASES.items() for answer, hint in answers]
 
 
-@pytest.mark.parametrize("check, reference", REFERENCES,
-                         ids=[f"{c.__name__}: {r.__name__}" for c, r in REFERENCES])
-def test_the_reference_solutions_pass(check, reference):
-    check(reference)
-
-
-@pytest.mark.parametrize("check, answer, hint", WRONG, ids=[f"{c.__name__}: {h}" for c, _, h in WRONG])
-def test_plausible_wrong_answers_are_rejected_with_a_hint(check, answer, hint):
-    with pytest.raises(AssertionError, match=re.escape(hint)):
-        check(answer)
+test_the_reference_solution_passes, test_plausible_wrong_answers_are_rejected_with_a_hint = \
+    exercise_check_tests(REFERENCES, WRONG)
 
 
 def test_an_answer_that_raises_is_reported_as_a_failed_check():

@@ -2,7 +2,6 @@
 chapter and rejects the wrong answers a student would plausibly give, with a hint (issue 13)."""
 
 import math
-import re
 from functools import partial
 
 import numpy as np
@@ -10,6 +9,8 @@ import pytest
 import torch
 
 from ddpm_lib.exercises import ch08
+
+from helpers import exercise_check_tests
 
 
 # --- written as a reader would, each slip behind a keyword ----------------------------------------------------
@@ -62,16 +63,8 @@ CASES = {
 WRONG = [(check, answer, hint) for check, (_, answers) in CASES.items() for answer, hint in answers]
 
 
-@pytest.mark.parametrize("check", list(CASES), ids=lambda check: check.__name__)
-def test_the_reference_solution_passes(check):
-    reference, _ = CASES[check]
-    check(reference)
-
-
-@pytest.mark.parametrize("check, answer, hint", WRONG, ids=[f"{c.__name__}: {h}" for c, _, h in WRONG])
-def test_plausible_wrong_answers_are_rejected_with_a_hint(check, answer, hint):
-    with pytest.raises(AssertionError, match=re.escape(hint)):
-        check(answer)
+test_the_reference_solution_passes, test_plausible_wrong_answers_are_rejected_with_a_hint = \
+    exercise_check_tests([(check, reference) for check, (reference, _) in CASES.items()], WRONG)
 
 
 def test_the_trailing_check_accepts_any_sequence_type():

@@ -9,6 +9,8 @@ import torch
 
 from ddpm_lib.exercises import ch11
 
+from helpers import exercise_check_tests, wrong
+
 
 # --- reference solutions, as the chapter writes them, with switches for the plausible mistakes ---------------------
 def heun_step(eps_fn, x_bar, sigma, sigma_next, euler_last=True, at="prediction", half=True, second_sigma="next"):
@@ -66,15 +68,6 @@ ACCEPTED = [(ch11.check_heun_step, heun_step), (ch11.check_dpm_solver_update, dp
             (ch11.check_hutchinson, hutchinson)]
 
 
-@pytest.mark.parametrize("check, solution", ACCEPTED, ids=[c.__name__ for c, _ in ACCEPTED])
-def test_the_reference_solution_passes(check, solution):
-    check(solution)
-
-
-def wrong(fn, **kwargs):
-    return lambda *args: fn(*args, **kwargs)
-
-
 REJECTED = [  # (check, wrong answer, a phrase of the hint it must give)
     (ch11.check_heun_step, wrong(heun_step, euler_last=False), "stays the Euler step"),
     (ch11.check_heun_step, wrong(heun_step, at="start"), "Euler prediction"),
@@ -91,11 +84,8 @@ REJECTED = [  # (check, wrong answer, a phrase of the hint it must give)
 ]
 
 
-@pytest.mark.parametrize("check, answer, hint", REJECTED,
-                         ids=[f"{c.__name__}-{h.split()[0]}" for c, _, h in REJECTED])
-def test_plausible_wrong_answers_are_rejected_with_a_hint(check, answer, hint):
-    with pytest.raises(AssertionError, match=hint.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
-        check(answer)
+test_the_reference_solution_passes, test_plausible_wrong_answers_are_rejected_with_a_hint = \
+    exercise_check_tests(ACCEPTED, REJECTED)
 
 
 def test_an_answer_that_raises_is_reported():
