@@ -401,7 +401,7 @@ def test_a_solution_opens_on_click_with_its_math_typeset(probe):
     page.evaluate(MATH_STATE)  # waits for MathJax
     height = f"() => document.getElementById('{sid}').querySelector('section').getBoundingClientRect().height"
     assert page.evaluate(height) == 0, f"{rel}: the solution {sid} is not collapsed"
-    page.click(f"#{sid} .admonition-title")
+    page.click(f'[id="{sid}"] .admonition-title')  # an attribute selector: sphinx-exercise ids hold a "/"
     page.wait_for_function(f"() => ({height})() > 0")
     shown = page.evaluate(f"""() => [...document.getElementById('{sid}').querySelectorAll('.math')].map(e => {{
         const box = e.getBoundingClientRect();
