@@ -401,7 +401,9 @@ def test_a_solution_opens_on_click_with_its_math_typeset(probe):
     page.evaluate(MATH_STATE)  # waits for MathJax
     height = f"() => document.getElementById('{sid}').querySelector('section').getBoundingClientRect().height"
     assert page.evaluate(height) == 0, f"{rel}: the solution {sid} is not collapsed"
-    page.click(f'[id="{sid}"] .admonition-title')  # an attribute selector: sphinx-exercise ids hold a "/"
+    # sphinx-togglebutton's button, not the title: the title is mostly a link to the exercise. An attribute
+    # selector, because sphinx-exercise's ids hold the page path, with a "/"
+    page.click(f'[id="{sid}"] button.toggle-button')
     page.wait_for_function(f"() => ({height})() > 0")
     shown = page.evaluate(f"""() => [...document.getElementById('{sid}').querySelectorAll('.math')].map(e => {{
         const box = e.getBoundingClientRect();
