@@ -72,6 +72,12 @@ TRAINS = {
     "mults122": cfg(steps=1300, channel_mults=(1, 2, 2), **COS),
     "nrb2": cfg(steps=870, num_res_blocks=2, **COS),
     "w48": cfg(steps=680, width=48, **COS),
+    "v": cfg(steps=1500, objective="pred_v", **COS),
+    "x0": cfg(steps=1500, objective="pred_x0", **COS),
+    "minsnr": cfg(steps=1500, loss_weighting="min_snr", **COS),
+    "cosched": cfg(steps=1500, schedule="cosine", **COS),
+    # about ten minutes of one CPU core
+    "long": cfg(steps=5000, **COS),
 }
 
 # samplers: keyword arguments of sample()
@@ -86,6 +92,8 @@ SAMPLERS = {
 
 G0, G1, G2 = "0. the recipe before", "1. weights sampled", "2. sampler"
 G3 = "3. learning-rate schedule, width and depth at equal CPU time"
+G4 = "4. objective, loss weighting and noise schedule (cosine lr from 3e-3, width 32, 1500 steps)"
+G5 = "5. ten minutes of training"
 # rows: (key, group, label, training, weights, sampler[, sample sets per training seed, default REPS])
 CANDIDATES = [
     ("old", G0, "width 32, 1600 steps of 128, AdamW 2e-3 constant, EMA 0.999 (warm-up); DDPM (T = 100), σ² = β̃, "
@@ -105,6 +113,11 @@ CANDIDATES = [
      "ema0.999", "ddpm"),
     ("nrb2", G3, "same, width 32, two residual blocks per level, 870 steps", "nrb2", "ema0.999", "ddpm"),
     ("w48", G3, "same, width 48, 680 steps", "w48", "ema0.999", "ddpm"),
+    ("v", G4, "v-prediction (loss on v)", "v", "ema0.999", "ddpm", 1),
+    ("x0", G4, "x_0-prediction (loss on x_0)", "x0", "ema0.999", "ddpm", 1),
+    ("minsnr", G4, "ε-prediction, min-SNR-5 loss weighting", "minsnr", "ema0.999", "ddpm", 1),
+    ("cosched", G4, "cosine noise schedule (T = 100)", "cosched", "ema0.999", "ddpm", 1),
+    ("long", G5, "cosine lr decay from 3e-3, width 32, 5000 steps", "long", "ema0.999", "ddpm"),
 ]
 
 
