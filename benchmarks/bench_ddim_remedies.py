@@ -248,6 +248,16 @@ def digits_part(seeds, quick, spacings=("leading",)):
             else:
                 cells.append("—")
         rows.append([f"UNet, DDIM η = 0, {spacing}"] + cells)
+        # the same seeds' ratios divided by their S = 1000 ratio: the bars compare a model with itself
+        last = max(steps)
+        rel_cells = []
+        for S in list(steps) + ["ddpm"]:
+            if (spacing, S) in per and (spacing, last) in per:
+                m, s_ = mean_std([a / b for a, b in zip(per[(spacing, S)], per[(spacing, last)])])
+                rel_cells.append(f"{m:.3f} ± {s_:.3f}")
+            else:
+                rel_cells.append("—")
+        rows.append([f"same, divided by its S = {last} value (per seed)"] + rel_cells)
     return header, rows, csv_rows, floor, mean_std(cpus)[0], per
 
 
