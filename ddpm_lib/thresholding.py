@@ -6,7 +6,7 @@
 network so that its output is the one whose x̂_0 is clamped to ``[low, high]`` (per coordinate if the bounds are
 tensors), and any sampler run with ``clip_denoised=False`` then sees the clamped prediction. This is what holds the
 deterministic DDIM map (η = 0) in: with x̂_0 bounded, the update x_prev = √ᾱ_prev x̂_0 + √((1-ᾱ_prev)/(1-ᾱ_t))
-(x_t - √ᾱ_t x̂_0) shrinks x_t by a factor below 1 at every step, where an extrapolating ε̂ otherwise lets the
+(x_t - √ᾱ_t x̂_0) (chapter 08, eq. ``eq-ddim-x0-form``) shrinks x_t by a factor below 1 at every step, where an extrapolating ε̂ otherwise lets the
 1/√ᾱ_T expansion through (chapter 08, the runaway samples).
 :class:`DynamicThresholdDenoiser` is Saharia et al.'s (2022) dynamic thresholding: per sample, s = max(1, the
 ``quantile`` of |x̂_0|), and x̂_0 ← clamp(x̂_0, -s, s)/s.

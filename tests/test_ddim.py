@@ -343,3 +343,25 @@ def test_oracle_ddim_reproduces_the_mixture(mixture_reference, one_thread, eta, 
                     clip_denoised=False, generator=gen(1), dtype=torch.float64,
                     progress=False)
     assert ref.ratio(x) <= 1.5, ref.ratio(x)
+
+
+@pytest.mark.parametrize("t, t_prev", [(999, 979), (500, 400), (40, 0), (20, -1)])
+def test_the_eta0_step_in_x0_form_is_a_contraction_that_ends_on_x0_hat(t, t_prev):
+    # chapter 08, eq-ddim-x0-form: x_prev = sqrt(abar_prev) x0_hat + r_t (x_t - sqrt(abar_t) x0_hat) with
+    # r_t = sqrt((1 - abar_prev) / (1 - abar_t)) < 1, and r = 0 at the last step (abar_prev = 1): the sample is x0_hat.
+    # x0_hat is recomputed here from x_t and eps_hat with the book's formula, not taken from ddim_step.
+    sched = SCHED
+    g = gen(7)
+    x_t = torch.randn(64, 2, generator=g, **F64) * 3
+    eps_hat = torch.randn(64, 2, generator=g, **F64) * 2
+    a_t = sched.alphas_cumprod[t].item()
+    a_prev = sched.alphas_cumprod[t_prev].item() if t_prev >= 0 else 1.0
+    x0_hat = (x_t - math.sqrt(1 - a_t) * eps_hat) / math.sqrt(a_t)
+    r_t = math.sqrt((1 - a_prev) / (1 - a_t))
+    x_prev, x_start = ddim_step(sched, eps_hat, t, t_prev, x_t, eta=0.0, clip_denoised=False)
+    torch.testing.assert_close(x_start, x0_hat, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(x_prev, math.sqrt(a_prev) * x0_hat + r_t * (x_t - math.sqrt(a_t) * x0_hat),
+                               rtol=1e-12, atol=1e-10)
+    assert r_t < 1
+    if t_prev < 0:
+        torch.testing.assert_close(x_prev, x0_hat, rtol=1e-12, atol=1e-12)
