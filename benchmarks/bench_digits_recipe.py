@@ -48,7 +48,7 @@ REPS = 2  # sample sets per trained model (sampling seeds)
 N_SAMPLES = 1437
 EXTRA_EMAS = (0.99, 0.995, 0.9995)  # kept beside the recipe's EMA for the EMA rows (all with the warm-up)
 
-# the recipe before this study (DIGITS_STEPS = 1600, AdamW 2e-3 constant, EMA 0.999, width 32, T = 100 linear)
+# the recipe (DIGITS_STEPS = 1600, AdamW 2e-3 constant, EMA 0.999, width 32, T = 100 linear)
 OLD = dict(steps=1600, width=32, channel_mults=(1, 2), num_res_blocks=1, batch_size=128, lr=2e-3,
            lr_schedule="constant", warmup_steps=0, ema_decay=0.999, T=100, schedule="linear", objective="pred_noise",
            loss_weighting=None)
@@ -87,7 +87,7 @@ SAMPLERS = {
     "ddim50": dict(kind="ddim", steps=50, eta=0.0, clip="clip"),
 }
 
-G0, G1, G2 = "0. the recipe before", "1. weights sampled", "2. sampler"
+G0, G1, G2 = "0. the recipe (unchanged by the study)", "1. weights sampled", "2. sampler"
 G3 = "3. learning-rate schedule, width and depth at equal CPU time"
 G4 = "4. objective, loss weighting and noise schedule (cosine lr from 3e-3, width 32, 1500 steps)"
 G5 = "5. ten minutes of training"
